@@ -1,0 +1,124 @@
+"""Every family's scores equal an independent reference computation within 1e-4 (fp32).
+
+The reference re-derives each layer's residual arithmetic by hand, per family, from the layer's
+input and its raw attention output (the only parts it hooks), checks that it reproduces the layer's
+real output, and computes the metrics in float64 numpy. It shares no code with the scorer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _models import CONFIGS, tiny_model
+from redundancy.errors import UnsupportedFamilyError
+from redundancy.families import FAMILIES, family_for
+from redundancy.scoring import MODULES, Scorer
+
+METRICS = ["importance", "importance_no_residual", "angular_distance", "relative_magnitude"]
+
+
+def _layer_parts(name: str, layer, h, a_raw):
+    """(X, Y, f, u) for block, attn and mlp of one layer, written out per residual form."""
+    if name in ("gemma2",):
+        ua, a = layer.input_layernorm(h), layer.post_attention_layernorm(a_raw)
+        mid = h + a
+        um = layer.pre_feedforward_layernorm(mid)
+        m = layer.post_feedforward_layernorm(layer.mlp(um))
+    elif name == "olmo2":
+        ua, a = h, layer.post_attention_layernorm(a_raw)
+        mid = um = h + a
+        m = layer.post_feedforward_layernorm(layer.mlp(mid))
+    elif name == "gpt_neox":
+        ua, a, um = layer.input_layernorm(h), a_raw, layer.post_attention_layernorm(h)
+        m = layer.mlp(um)
+        o = h + a + m
+        return o, {"block": (h, o, o - h, h), "attn": (h, h + a, a, ua), "mlp": (h, h + m, m, um)}
+    else:  # sequential pre-norm
+        ua, a = layer.input_layernorm(h), a_raw
+        mid = h + a
+        um = layer.post_attention_layernorm(mid)
+        m = layer.mlp(um)
+    o = mid + m
+    return o, {"block": (h, o, o - h, h), "attn": (h, mid, a, ua), "mlp": (mid, o, m, um)}
+
+
+def _metrics(x, y, f, u) -> list[float]:
+    x, y, f, u = (t.double().numpy() for t in (x, y, f, u))
+    def cos(p, q):
+        return (p * q).sum(-1) / np.maximum(np.linalg.norm(p, axis=-1) * np.linalg.norm(q, axis=-1), 1e-8)
+    c = cos(x, y)
+    per_token = [1 - c, 1 - cos(u, f), np.arccos(np.clip(c, -1, 1)) / np.pi,
+                 np.linalg.norm(f, axis=-1) / np.linalg.norm(y, axis=-1)]
+    return [float(v.mean()) for v in per_token]  # one sample: mean over tokens
+
+
+def _reference(name: str, model, ids) -> np.ndarray:
+    fam = family_for(model.config)
+    layers = model.base_model.layers
+    attn_attr = "attention" if name.startswith("gpt_neox") else "self_attn"
+    seen: dict = {}
+    hooks = []
+    for i, layer in enumerate(layers):
+        hooks.append(layer.register_forward_pre_hook(
+            lambda m, a, k, i=i: seen.__setitem__(("h", i), a[0] if a else k["hidden_states"]),
+            with_kwargs=True))
+        hooks.append(layer.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(("o", i), o)))
+        hooks.append(getattr(layer, attn_attr).register_forward_hook(
+            lambda m, a, o, i=i: seen.__setitem__(("a", i), o[0])))
+    with torch.no_grad():
+        model(ids)
+    for hk in hooks:
+        hk.remove()
+    out = np.zeros((ids.shape[0], len(layers), 3, len(METRICS)))
+    ref_name = "gpt_neox" if fam.residual == "parallel" else name
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            o, parts = _layer_parts(ref_name, layer, seen[("h", i)], seen[("a", i)])
+            torch.testing.assert_close(o, seen[("o", i)], atol=1e-4, rtol=1e-4)  # formula is right
+            for b in range(ids.shape[0]):
+                for j, mod in enumerate(MODULES):
+                    out[b, i, j] = _metrics(*(t[b] for t in parts[mod]))
+    return out
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_scores_equal_reference(name):
+    model = tiny_model(name)
+    ids = torch.randint(0, 256, (3, 48), generator=torch.Generator().manual_seed(1))
+    got = Scorer(model, METRICS).score(ids, batch_size=2)
+    want = _reference(name, model, ids)
+    assert got.shape == want.shape == (3, 4, 3, 4)
+    assert np.all(np.isfinite(got))
+    assert got[..., 0].std() > 0.01  # the check is not vacuous: scores differ across layers
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_table_covers_required_families():
+    assert {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gpt_neox", "olmo2"} <= set(FAMILIES)
+
+
+def test_unknown_family_lists_supported():
+    class Cfg:
+        model_type = "bloom"
+    with pytest.raises(UnsupportedFamilyError, match="supported: gemma2.*how|To add one"):
+        family_for(Cfg())
+
+
+def test_hooks_removed_even_on_error():
+    model = tiny_model("llama")
+    n_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    scorer = Scorer(model)
+    with pytest.raises(Exception):
+        scorer.score(torch.full((1, 8), 10_000), batch_size=1)  # token id out of range
+    n_after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    assert n_before == n_after
+
+
+def test_non_finite_activation_is_reported():
+    from redundancy.errors import NonFiniteActivationError
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.model.layers[2].mlp.down_proj.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteActivationError, match="layer 2"):
+        Scorer(model).score(torch.randint(0, 256, (2, 16)), batch_size=2)
