@@ -1,1 +1,29 @@
-"""redundancy."""
+"""redundancy: how redundant is each block, attention and MLP layer of a transformer, over training.
+
+    >>> import redundancy as rd
+    >>> series = rd.open_series("builtin:tiny")
+    >>> store = rd.CubeStore.open("out/cube.zarr", rd.ScoreSettings().calibration())
+    >>> rd.score_series(series, store, rd.ScoreSettings(datasets=["prose", "math"]))
+    >>> cube = rd.open_cube("out/cube.zarr")  # xarray.Dataset, lazy
+"""
+from ._pipeline import Events, ScoreSettings, load_checkpoint, score_series
+from .calibration import CALIBRATION_SETS, Calibration, calibration_tokens
+from .cube import CubeStore, open_cube
+from .errors import (CalibrationError, NonFiniteActivationError, NotFoundError, RedundancyError,
+                     SeriesError, StoreError, UnsupportedFamilyError)
+from .families import FAMILIES, Family, family_for
+from .scoring import METRICS, MODULES, Scorer
+from .sources import Checkpoint, Series, open_series
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open_series", "Series", "Checkpoint",
+    "calibration_tokens", "Calibration", "CALIBRATION_SETS",
+    "Family", "FAMILIES", "family_for",
+    "Scorer", "METRICS", "MODULES",
+    "score_series", "ScoreSettings", "Events", "load_checkpoint",
+    "CubeStore", "open_cube",
+    "RedundancyError", "NotFoundError", "UnsupportedFamilyError", "SeriesError", "CalibrationError",
+    "NonFiniteActivationError", "StoreError",
+]

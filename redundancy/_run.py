@@ -1,0 +1,104 @@
+"""What the CLI commands do, with progress bars; the CLI itself only parses options."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ._pipeline import DTYPES, Events, ScoreSettings, score_series
+from .calibration import CALIBRATION_SETS
+from .cube import CubeStore, open_cube
+from .errors import RedundancyError, StoreError
+from .sources import open_series
+
+console = Console(stderr=True)
+
+
+def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_size: int, seed: int,
+                  device: str, dtype: str) -> ScoreSettings:
+    """Validate CLI options into settings; each bad value gets a one-line error."""
+    for name in datasets:
+        CALIBRATION_SETS.get(name)
+    if dtype not in DTYPES:
+        raise RedundancyError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if samples < 1 or seq_len < 2 or batch_size < 1:
+        raise RedundancyError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
+    return ScoreSettings(tuple(dict.fromkeys(datasets)), samples, seq_len, batch_size, seed, device, dtype)
+
+
+def _bars() -> Progress:
+    return Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def score_command(series_spec: str, out: Path, settings: ScoreSettings) -> Events:
+    """Open the series and the store, then score with a checkpoint bar and a batch bar."""
+    store = CubeStore.open(out, settings.calibration())  # refuse a bad --out before any work
+    with _bars() as bars:
+        train = bars.add_task("preparing series", total=None)
+
+        def on_train(what: str, done: int, total: int) -> None:
+            bars.update(train, description=what, completed=done, total=total)
+
+        series = open_series(series_spec, progress=on_train)
+        bars.remove_task(train)
+        ckpts = bars.add_task(f"checkpoints of {series.model}", total=len(series.checkpoints))
+        batch = bars.add_task("samples", total=None)
+
+        def on_ckpt(ckpt, state: str) -> None:
+            bars.advance(ckpts) if state == "done already" else None
+            bars.update(ckpts, description=f"step {ckpt.step} of {series.model}: {state}")
+
+        def on_dataset(name: str, n: int) -> None:
+            bars.reset(batch, total=n, description=f"samples of {name}")
+
+        events = Events(checkpoint=on_ckpt, dataset=on_dataset, batches=lambda n: bars.advance(batch, n))
+        events.checkpoint = lambda c, s: (on_ckpt(c, s), s == "scoring" and bars.advance(ckpts))
+        score_series(series, store, settings, events)
+    console.print(f"{len(events.written)} cells written to {out} "
+                  f"({len(series.checkpoints) * len(settings.datasets) - len(events.written)} already there)")
+    return events
+
+
+def heatmaps(store_path: Path, out: Path, metric: str = "importance") -> list[Path]:
+    """One heatmap figure (PNG and PDF) per model and dataset of the cube."""
+    import analyses
+
+    cube = open_cube(store_path)
+    if metric not in cube:
+        raise StoreError(f"metric {metric!r} is not in {store_path}; it holds {', '.join(cube.data_vars)}")
+    paths = []
+    for model in cube["model"].values:
+        for dataset in cube["dataset"].values:
+            da = cube[metric].sel(model=model, dataset=dataset).dropna("step", how="all").load()
+            title = f"{model}: {metric} per layer and checkpoint, calibration set {dataset}"
+            fig = analyses.step_layer_heatmap(da, title=title, metric=metric)
+            name = f"heatmap_{_safe(model)}_{_safe(dataset)}_{metric}"
+            paths += analyses.save(fig, out / name)
+    return paths
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(name))
+
+
+def demo(out: Path) -> None:
+    """builtin:tiny -> cube on prose, code and math -> heatmaps and the loss curve, all under `out`."""
+    import numpy as np
+
+    import analyses
+    from .sources._tiny import build_tiny_series
+
+    settings = ScoreSettings()
+    score_command("builtin:tiny", out / "cube.zarr", settings)
+    made = heatmaps(out / "cube.zarr", out / "figures")
+    curve = json.loads((build_tiny_series() / "series.json").read_text())["loss_curve"]
+    arr = {k: np.array([c[k] for c in curve]) for k in ("step", "tokens", "loss")}
+    fig = analyses.loss_curve(arr["step"], arr["tokens"], arr["loss"], title="builtin:tiny training loss")
+    made += analyses.save(fig, out / "figures" / "loss_curve")
+    console.print(f"cube: {out / 'cube.zarr'}  (open with redundancy.open_cube)")
+    for p in made:
+        console.print(f"figure: {p}")

@@ -1,0 +1,65 @@
+"""The `redundancy` command: thin, every step is a library call."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import RedundancyError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Measure how redundant each block, attention and MLP layer is, across training.")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", err=True, fg="red")
+    raise typer.Exit(1)
+
+
+@app.command()
+def score(series: str = typer.Argument(..., help="builtin:tiny or local:DIR (one checkpoint per step)"),
+          out: Path = typer.Option(..., "--out", "-o", help="cube store (zarr folder) to write into"),
+          datasets: List[str] = typer.Option(["prose", "code", "math"], "--dataset", "-d",
+                                             help="calibration set; repeat for several"),
+          samples: int = typer.Option(32, help="calibration windows per set"),
+          seq_len: int = typer.Option(128, help="tokens per window"),
+          batch_size: int = typer.Option(8, help="windows per forward pass"),
+          seed: int = typer.Option(0, help="seed choosing the windows"),
+          device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+          dtype: str = typer.Option("float32", help="float32, bfloat16 or float16")) -> None:
+    """Score every checkpoint of SERIES on every calibration set; finished cells are skipped."""
+    from . import _run
+    try:
+        _run.score_command(series, out, _run.make_settings(datasets, samples, seq_len, batch_size,
+                                                           seed, device, dtype))
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+@app.command()
+def heatmap(store: Path = typer.Argument(..., help="a cube store"),
+            out: Optional[Path] = typer.Option(None, help="folder for the figures (default STORE/../figures)"),
+            metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
+    """Draw step x layer heatmaps per module, layer 0 apart, one figure per model and dataset."""
+    from . import _run
+    try:
+        for path in _run.heatmaps(store, out or store.parent / "figures", metric):
+            typer.echo(path)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("out/demo"), help="folder for the cube and figures")) -> None:
+    """Train the built-in series (cached), score it on three built-in sets, draw its figures."""
+    from . import _run
+    try:
+        _run.demo(out)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(app())
