@@ -39,7 +39,8 @@ class ScoreSettings:
 
 @dataclass
 class Events:
-    """Progress callbacks; all optional. `batches` gets the samples scored in each batch."""
+    """Progress callbacks; all optional. `checkpoint` gets "scoring", "scored" or "done already";
+    `batches` gets the number of samples scored in each batch."""
 
     checkpoint: Callable[[Checkpoint, str], None] = lambda ckpt, state: None
     dataset: Callable[[str, int], None] = lambda name, n: None
@@ -68,6 +69,7 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
         ev.checkpoint(ckpt, "scoring" if todo else "done already")
         if todo:
             _score_checkpoint(series.model, ckpt, todo, store, settings, ev)
+            ev.checkpoint(ckpt, "scored")
     return ev
 
 

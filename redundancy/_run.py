@@ -14,7 +14,7 @@ from .cube import CubeStore, open_cube
 from .errors import RedundancyError, StoreError
 from .sources import open_series
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_size: int, seed: int,
@@ -49,14 +49,13 @@ def score_command(series_spec: str, out: Path, settings: ScoreSettings) -> Event
         batch = bars.add_task("samples", total=None)
 
         def on_ckpt(ckpt, state: str) -> None:
-            bars.advance(ckpts) if state == "done already" else None
-            bars.update(ckpts, description=f"step {ckpt.step} of {series.model}: {state}")
+            bars.update(ckpts, description=f"step {ckpt.step} of {series.model}: {state}",
+                        advance=int(state != "scoring"))
 
         def on_dataset(name: str, n: int) -> None:
             bars.reset(batch, total=n, description=f"samples of {name}")
 
         events = Events(checkpoint=on_ckpt, dataset=on_dataset, batches=lambda n: bars.advance(batch, n))
-        events.checkpoint = lambda c, s: (on_ckpt(c, s), s == "scoring" and bars.advance(ckpts))
         score_series(series, store, settings, events)
     console.print(f"{len(events.written)} cells written to {out} "
                   f"({len(series.checkpoints) * len(settings.datasets) - len(events.written)} already there)")

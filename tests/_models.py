@@ -20,11 +20,13 @@ CONFIGS: dict[str, dict] = {
 }
 
 
-def tiny_model(name: str, seed: int = 0, layers: int = 4) -> torch.nn.Module:
+def tiny_model(name: str, seed: int = 0, layers: int = 4, vocab: int = 256,
+               hidden: int = 64) -> torch.nn.Module:
     """A random model of family `name` in fp32, eval mode. Weights scaled up so sublayers matter."""
     model_type = "gpt_neox" if name.startswith("gpt_neox") else name
     config = AutoConfig.for_model(model_type, **{**COMMON, "num_hidden_layers": layers,
-                                                 **CONFIGS[name]})
+                                                 "vocab_size": vocab, "hidden_size": hidden,
+                                                 "intermediate_size": 2 * hidden, **CONFIGS[name]})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # std 0.02 init makes every cosine ~1; larger weights give spread

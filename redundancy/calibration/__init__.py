@@ -1,6 +1,7 @@
 """Named calibration sets -> fixed, fingerprinted token tensors (n, seq_len)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -58,12 +59,24 @@ def _register_all() -> None:
         CALIBRATION_SETS.register(name, CalibrationSet(name, s["description"], docs, "builtin" in s))
 
 
+def _tokenizer_key(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_PACKED: dict[tuple, torch.Tensor] = {}  # checkpoints of a series share a tokenizer: pack once
+
+
 def calibration_tokens(name: str, tokenizer: Any, n: int, seq_len: int, seed: int = 0) -> Calibration:
     """Pack set `name` with `tokenizer` into n windows of seq_len tokens (see _packing.pack)."""
     if n < 1 or seq_len < 2:
         raise ValueError(f"need n >= 1 samples and seq_len >= 2 tokens, got n={n}, seq_len={seq_len}")
     cset = CALIBRATION_SETS.get(name)
-    tokens = pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=name)
+    key = (name, _tokenizer_key(tokenizer), n, seq_len, seed)
+    if key not in _PACKED:
+        _PACKED[key] = pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=name)
+    tokens = _PACKED[key]
     settings = dict(n_samples=n, seq_len=seq_len, seed=seed, pool_factor=POOL_FACTOR,
                     packing="documents joined with EOS, windows without overlap, no BOS")
     return Calibration(name, tokens, fingerprint(tokens), settings)

@@ -5,6 +5,8 @@ Every generator is deterministic for a given Python installation (and seed, for 
 from __future__ import annotations
 
 import ast
+import functools
+import os
 import random
 import sysconfig
 from pathlib import Path
@@ -13,11 +15,15 @@ from typing import Iterator
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
 
 
-def stdlib_files() -> list[Path]:
+@functools.lru_cache(maxsize=1)
+def stdlib_files() -> tuple[Path, ...]:
     """The standard library's .py files, sorted, without tests and third-party packages."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = [p for p in root.rglob("*.py") if not _SKIP_DIRS & set(p.relative_to(root).parts[:-1])]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]  # prune: never walk site-packages
+        files += [Path(folder) / n for n in names if n.endswith(".py")]
+    return tuple(sorted(files, key=lambda p: p.relative_to(root).as_posix()))
 
 
 def stdlib_source() -> Iterator[str]:

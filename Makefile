@@ -1,0 +1,28 @@
+# The two commands of the README. Both create the virtual environment they need.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; a bare `torch` would pull a multi-GB CUDA build on a CPU machine.
+# On a GPU machine: make demo TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH := torch==2.13.0
+TORCH_INDEX ?=
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/redundancy demo --out out/demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q --durations=10
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/score_overhead.py
+
+clean:
+	rm -rf $(VENV) out

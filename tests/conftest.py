@@ -1,0 +1,39 @@
+"""Shared fixtures: a local series of tiny random checkpoints with a locally trained tokenizer."""
+from __future__ import annotations
+
+import json
+import os
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from _models import tiny_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_tokenizer(vocab_size: int = 300):
+    from redundancy.calibration._corpora import math_problems, stdlib_docstrings
+    from redundancy.sources._tiny import _train_tokenizer
+
+    docs = list(islice(stdlib_docstrings(), 20)) + list(islice(math_problems(), 50))
+    return _train_tokenizer({"all": docs}, vocab_size)
+
+
+def write_series(root: Path, steps: list[int], family: str = "llama", **kw) -> Path:
+    """root/step-N/ for each step: a tiny random model (seeded by N) with tokenizer and checkpoint.json."""
+    tok = make_tokenizer()
+    for step in steps:
+        model = tiny_model(family, seed=step, vocab=512, **kw)
+        folder = root / f"step-{step}"
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": step * 4096}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def local_series(tmp_path_factory) -> Path:
+    return write_series(tmp_path_factory.mktemp("series"), [0, 10, 100, 1000])
