@@ -1,7 +1,7 @@
 """Metrics: functions of per-token statistics of one module's X, Y and f (its output added back).
 
-All statistics are fp32 tensors of shape (batch, tokens). A metric maps them to a per-token value
-(batch, tokens); the scorer averages over tokens, giving one value per sample. Higher means more
+All statistics are fp32 tensors of shape (batch, tokens, ...). A metric maps them elementwise to a
+per-token value of the same shape; the scorer averages over tokens, giving one value per sample. Higher means more
 important for every metric, so "drop the lowest" is always the rule.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ EPS = 1e-8  # as torch.cosine_similarity: a zero vector gives cos 0, not NaN
 
 @dataclass
 class TokenStats:
-    """Per-token dot products and squared norms, each (batch, tokens) in fp32."""
+    """Per-token dot products and squared norms, each (batch, tokens, ...) in fp32."""
 
     xy: torch.Tensor  # <X, Y>, X the residual entering, Y the residual leaving
     xx: torch.Tensor
