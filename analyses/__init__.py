@@ -1,4 +1,20 @@
-"""Pure functions over the cube (xarray, numpy, matplotlib): no torch, no models."""
-from .figures import loss_curve, save, step_layer_heatmap
+"""Pure functions over the cube (xarray, numpy, scipy, matplotlib): no torch, no models.
 
-__all__ = ["step_layer_heatmap", "loss_curve", "save"]
+Each takes labelled arrays and a `dim=` and returns labelled arrays (or a Figure).
+"""
+from . import dynamics, orders, plots, samples, stability
+from .dynamics import corr_with_step, first_step_with_final_set, study_observation, trend
+from .figures import loss_curve, save, step_layer_heatmap
+from .orders import drop_order, drop_sets, joint_order, random_order, reverse_order
+from .report import draw_all, heatmaps
+from .samples import bootstrap_interval, prefix_means, samples_for_same_drop_set
+from .stability import drop_set_overlap, jaccard, pairwise, rank_correlation
+
+__all__ = [
+    "drop_order", "joint_order", "reverse_order", "random_order", "drop_sets",
+    "rank_correlation", "pairwise", "jaccard", "drop_set_overlap",
+    "prefix_means", "bootstrap_interval", "samples_for_same_drop_set",
+    "corr_with_step", "first_step_with_final_set", "trend", "study_observation",
+    "step_layer_heatmap", "loss_curve", "save", "heatmaps", "draw_all",
+    "dynamics", "orders", "plots", "samples", "stability",
+]

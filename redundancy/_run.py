@@ -62,30 +62,50 @@ def score_command(series_spec: str, out: Path, settings: ScoreSettings) -> Event
     return events
 
 
+def _open_with(store_path: Path, metric: str):
+    cube = open_cube(store_path)
+    if metric not in cube:
+        raise StoreError(f"metric {metric!r} is not in {store_path}; it holds {', '.join(cube.data_vars)}")
+    return cube
+
+
 def heatmaps(store_path: Path, out: Path, metric: str = "importance") -> list[Path]:
     """One heatmap figure (PNG and PDF) per model and dataset of the cube."""
     import analyses
 
-    cube = open_cube(store_path)
-    if metric not in cube:
-        raise StoreError(f"metric {metric!r} is not in {store_path}; it holds {', '.join(cube.data_vars)}")
-    paths = []
-    for model in cube["model"].values:
-        for dataset in cube["dataset"].values:
-            da = cube[metric].sel(model=model, dataset=dataset).dropna("step", how="all").load()
-            title = f"{model}: {metric} per layer and checkpoint, calibration set {dataset}"
-            fig = analyses.step_layer_heatmap(da, title=title, metric=metric)
-            name = f"heatmap_{_safe(model)}_{_safe(dataset)}_{metric}"
-            paths += analyses.save(fig, out / name)
-    return paths
+    return analyses.heatmaps(_open_with(store_path, metric), out, metric)
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(name))
+def figures(store_path: Path, out: Path, metric: str = "importance") -> list[Path]:
+    """Every figure of the study for every model in the cube."""
+    import analyses
+
+    return analyses.draw_all(_open_with(store_path, metric), out, metric)
+
+
+def order_command(series_spec: str, store_path: Path, settings_args: dict, steps: list[int],
+                  modules: list[str], metric: str) -> list:
+    """Iterative and one-shot orders for the chosen steps, with the store's calibration settings."""
+    from ._orders import order_series
+    from .scoring import METRICS, MODULES
+
+    for m in modules:
+        if m not in MODULES:
+            raise RedundancyError(f"--module {m!r} is not one of {', '.join(MODULES)}")
+    METRICS.get(metric)
+    stored = CubeStore.open(store_path).settings()
+    settings = make_settings(samples=stored["n_samples"], seq_len=stored["seq_len"], seed=stored["seed"],
+                             **settings_args)
+    store = CubeStore.open(store_path, settings.calibration())
+    series = open_series(series_spec)
+    events = Events(log=lambda msg: console.print(msg))
+    written = order_series(series, store, settings, steps, modules, metric, events)
+    console.print(f"{len(written)} order cells written to {store_path}")
+    return written
 
 
 def demo(out: Path) -> None:
-    """builtin:tiny -> cube on prose, code and math -> heatmaps and the loss curve, all under `out`."""
+    """builtin:tiny -> cube on prose, code and math -> iterative orders -> every figure, under `out`."""
     import numpy as np
 
     import analyses
@@ -93,7 +113,9 @@ def demo(out: Path) -> None:
 
     settings = ScoreSettings()
     score_command("builtin:tiny", out / "cube.zarr", settings)
-    made = heatmaps(out / "cube.zarr", out / "figures")
+    order_command("builtin:tiny", out / "cube.zarr", dict(datasets=settings.datasets, batch_size=settings.batch_size,
+                  device=settings.device, dtype=settings.dtype), [], ["block", "attn", "mlp"], "importance")
+    made = figures(out / "cube.zarr", out / "figures")
     curve = json.loads((build_tiny_series() / "series.json").read_text())["loss_curve"]
     arr = {k: np.array([c[k] for c in curve]) for k in ("step", "tokens", "loss")}
     fig = analyses.loss_curve(arr["step"], arr["tokens"], arr["loss"], title="builtin:tiny training loss")

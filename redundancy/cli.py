@@ -52,6 +52,41 @@ def heatmap(store: Path = typer.Argument(..., help="a cube store"),
 
 
 @app.command()
+def figures(store: Path = typer.Argument(..., help="a cube store"),
+            out: Path = typer.Option(..., "--out", "-o", help="folder for the figures"),
+            metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
+    """Draw every figure: heatmaps, per-layer lines, order grids, sample counts, dataset agreement,
+    one-shot vs iterative (where orders are stored)."""
+    from . import _run
+    try:
+        paths = _run.figures(store, out, metric)
+        typer.echo(f"{len(paths)} files in {out}")
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+@app.command()
+def order(series: str = typer.Argument(..., help="the series the store was scored from"),
+          out: Path = typer.Option(..., "--out", "-o", help="the cube store"),
+          iterative: bool = typer.Option(True, help="also compute the iterative order (drop, re-score)"),
+          steps: List[int] = typer.Option([], "--step", help="steps to order (default: the last)"),
+          datasets: List[str] = typer.Option(["prose", "code", "math"], "--dataset", "-d"),
+          modules: List[str] = typer.Option(["block", "attn", "mlp"], "--module"),
+          metric: str = typer.Option("importance"),
+          batch_size: int = typer.Option(8), device: str = typer.Option("cpu"),
+          dtype: str = typer.Option("float32")) -> None:
+    """Store one-shot and iterative dropping orders next to the scores (variable drop_order)."""
+    from . import _run
+    try:
+        if not iterative:
+            raise RedundancyError("one-shot orders need no model: use analyses.drop_order on the cube")
+        _run.order_command(series, out, dict(datasets=datasets, batch_size=batch_size, device=device,
+                                             dtype=dtype), steps, modules, metric)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("out/demo"), help="folder for the cube and figures")) -> None:
     """Train the built-in series (cached), score it on three built-in sets, draw its figures."""
     from . import _run

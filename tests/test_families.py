@@ -122,3 +122,18 @@ def test_non_finite_activation_is_reported():
         model.model.layers[2].mlp.down_proj.weight[0, 0] = float("inf")
     with pytest.raises(NonFiniteActivationError, match="layer 2"):
         Scorer(model).score(torch.randint(0, 256, (2, 16)), batch_size=2)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_runtime_drop_leaves_residual_unchanged(name):
+    from redundancy.scoring._masks import runtime_drop
+    model = tiny_model(name)
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(2))
+    fam = family_for(model.config)
+    with runtime_drop(model, fam, attn=[1], mlp=[1, 2]):
+        scores = Scorer(model, METRICS).score(ids, batch_size=2)
+        hidden = model(ids, output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(scores[:, 1, :, 0], 0, atol=1e-6)  # layer 1 is the identity
+    np.testing.assert_allclose(scores[:, 2, 2, 0], 0, atol=1e-6)  # layer 2's MLP adds nothing
+    assert scores[:, 2, 1, 0].min() > 1e-3  # layer 2's attention still works
+    torch.testing.assert_close(hidden[2], hidden[1], rtol=0, atol=0)

@@ -19,29 +19,49 @@ def _open_cell(path: Path) -> xr.Dataset:
     return ds.reset_coords("tokens").expand_dims(["model", "dataset", "step"])
 
 
+def _combine(cells: list[xr.Dataset]) -> xr.Dataset:
+    """Cells with length-1 (model, dataset, step) dims -> one Dataset, outer-joined on labels."""
+    groups: dict[tuple[str, str], list[xr.Dataset]] = defaultdict(list)
+    for cell in cells:
+        groups[(cell["model"].item(), cell["dataset"].item())].append(cell)
+    by_model: dict[str, list[xr.Dataset]] = defaultdict(list)
+    for (model, _), group in sorted(groups.items()):
+        by_model[model].append(xr.concat(sorted(group, key=lambda c: int(c["step"][0])), dim="step",
+                                         join="outer"))
+    per_model = [xr.concat(v, dim="dataset", join="outer") for v in by_model.values()]
+    return xr.concat(per_model, dim="model", join="outer")
+
+
+def _open_orders(store: CubeStore) -> xr.Dataset | None:
+    paths = store.cell_paths("orders")
+    if not paths:
+        return None
+    cells = [xr.open_zarr(str(p), consolidated=False, zarr_format=3).load()
+             .expand_dims(["model", "dataset", "step"]) for p in paths]
+    return _combine(cells)
+
+
 def open_cube(path: str | Path) -> xr.Dataset:
     """The cube at `path` as a lazy Dataset over (model, step, layer, module, dataset, sample).
 
     Layers beyond a model's depth, steps a model lacks and samples beyond a set's count are NaN.
-    `tokens` is a (model, step) coordinate; provenance is over (model, step, dataset).
+    `tokens` is a (model, step) coordinate; provenance is over (model, step, dataset). Where
+    dropping orders were stored, `drop_order` holds them over (model, step, dataset, strategy,
+    module, rank): the layer dropped at each rank, -1 where none.
     """
     store = CubeStore(Path(path))
     if not (store.path / "zarr.json").exists():
         raise StoreError(f"{store.path} is not a cube store (no zarr.json); score into it first")
     store._check_path()
-    groups: dict[tuple[str, str], list[xr.Dataset]] = defaultdict(list)
-    for cell_path in store.cell_paths():
-        cell = _open_cell(cell_path)
-        groups[(cell["model"].item(), cell["dataset"].item())].append(cell)
-    if not groups:
+    cells = [_open_cell(p) for p in store.cell_paths()]
+    if not cells:
         raise StoreError(f"{store.path} holds no scores yet")
-    by_model: dict[str, list[xr.Dataset]] = defaultdict(list)
-    for (model, _), cells in sorted(groups.items()):
-        by_model[model].append(xr.concat(sorted(cells, key=lambda c: int(c["step"][0])), dim="step",
-                                         join="outer"))
-    per_model = [xr.concat(v, dim="dataset", join="outer") for v in by_model.values()]
-    cube = xr.concat(per_model, dim="model", join="outer")
+    cube = _combine(cells)
     cube["tokens"] = cube["tokens"].max("dataset").compute()  # tokens seen: one value per (model, step)
     cube = cube.set_coords(["tokens", *(v for v in PROVENANCE if v in cube)])
+    orders = _open_orders(store)
+    if orders is not None:
+        cube = xr.merge([cube, orders], join="left", compat="override", combine_attrs="override")
+        cube["drop_order"] = cube["drop_order"].fillna(-1).astype(int)  # steps without orders: -1
     cube.attrs.update(settings=store.settings())
     return cube.transpose("model", "step", "layer", "module", "dataset", "sample", ...)

@@ -35,3 +35,19 @@ def settings_diff(stored: dict[str, Any], asked: dict[str, Any]) -> list[str]:
     """Human-readable differences between two calibration settings, e.g. "seq_len: 128 stored, 256 asked"."""
     return [f"{k}: {stored.get(k)!r} stored, {asked.get(k)!r} asked" for k in SETTINGS_KEYS
             if stored.get(k) != asked.get(k)]
+
+
+def make_order_cell(orders: dict[tuple[str, str], list[int]], n_layers: int, *, model: str, step: int,
+                    dataset: str, metric: str) -> xr.Dataset:
+    """{(strategy, module): layers in drop order} -> drop_order over (strategy, module, rank); -1 = none."""
+    strategies = sorted({s for s, _ in orders}, key=["one-shot", "iterative"].index)
+    modules = [m for m in MODULES if any(mm == m for _, mm in orders)]
+    data = np.full((len(strategies), len(modules), n_layers), -1, dtype=np.int64)
+    for (s, m), layers in orders.items():
+        data[strategies.index(s), modules.index(m), :len(layers)] = layers
+    return xr.Dataset({"drop_order": (("strategy", "module", "rank"), data)},
+                      coords={"strategy": np.array(strategies, dtype=object),
+                              "module": np.array(modules, dtype=object), "rank": np.arange(n_layers),
+                              "model": np.array(model, dtype=object), "step": step,
+                              "dataset": np.array(dataset, dtype=object)},
+                      attrs={"metric": metric})

@@ -67,16 +67,17 @@ class CubeStore:
     def settings(self) -> dict[str, Any]:
         return json.loads((self.path / "zarr.json").read_text())["attributes"]["settings"]
 
-    def cell_path(self, model: str, step: int, dataset: str) -> Path:
-        return self.path / "cells" / _key(model) / _key(dataset) / f"step-{step:012d}"
+    def cell_path(self, model: str, step: int, dataset: str, kind: str = "cells") -> Path:
+        """`kind` is "cells" (scores) or "orders" (dropping orders)."""
+        return self.path / kind / _key(model) / _key(dataset) / f"step-{step:012d}"
 
-    def has_cell(self, model: str, step: int, dataset: str) -> bool:
-        return (self.cell_path(model, step, dataset) / "zarr.json").exists()
+    def has_cell(self, model: str, step: int, dataset: str, kind: str = "cells") -> bool:
+        return (self.cell_path(model, step, dataset, kind) / "zarr.json").exists()
 
-    def write_cell(self, cell: xr.Dataset) -> bool:
+    def write_cell(self, cell: xr.Dataset, kind: str = "cells") -> bool:
         """Write one cell atomically; False if it was already there (kept as it was)."""
         model, step, dataset = (cell[c].item() for c in ("model", "step", "dataset"))
-        final = self.cell_path(model, int(step), dataset)
+        final = self.cell_path(model, int(step), dataset, kind)
         if final.exists():
             return False
         tmp = self.path / ".tmp" / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -90,8 +91,8 @@ class CubeStore:
             return False
         return True
 
-    def cell_paths(self) -> list[Path]:
-        return sorted(p.parent for p in (self.path / "cells").glob("*/*/step-*/zarr.json"))
+    def cell_paths(self, kind: str = "cells") -> list[Path]:
+        return sorted(p.parent for p in (self.path / kind).glob("*/*/step-*/zarr.json"))
 
     def clean_partial(self) -> int:
         """Remove this host's temporary cells left by processes that no longer run."""

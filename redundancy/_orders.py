@@ -1,0 +1,62 @@
+"""Store one-shot and iterative dropping orders next to the scores they come from."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+from ._pipeline import Events, ScoreSettings, _score_checkpoint, load_checkpoint
+from .calibration import calibration_tokens
+from .cube import CubeStore, make_order_cell
+from .drop import iterative_order
+from .errors import SeriesError
+from .scoring import Scorer
+from .sources import Checkpoint, Series
+
+
+def _one_shot(store: CubeStore, model: str, step: int, dataset: str, module: str, metric: str) -> list[int]:
+    cell = xr.open_zarr(str(store.cell_path(model, step, dataset)), consolidated=False, zarr_format=3)
+    scores = cell[metric].sel(module=module).mean("sample").values  # (layer,)
+    return [int(i) for i in np.argsort(scores, kind="stable")]
+
+
+def order_series(series: Series, store: CubeStore, settings: ScoreSettings, steps: Sequence[int] | None = None,
+                 modules: Sequence[str] = ("block", "attn", "mlp"), metric: str = "importance",
+                 events: Events | None = None) -> list[tuple[int, str]]:
+    """For each chosen step (default: the last) and dataset: one-shot and iterative orders into `store`."""
+    ev = events or Events()
+    by_step = {c.step: c for c in series.checkpoints}
+    wanted = [series.checkpoints[-1].step] if not steps else list(steps)
+    missing = [s for s in wanted if s not in by_step]
+    if missing:
+        raise SeriesError(f"{series.model} has no step {missing[0]}; it has {sorted(by_step)}")
+    written = []
+    for step in wanted:
+        todo = [d for d in settings.datasets if not store.has_cell(series.model, step, d, "orders")]
+        ev.checkpoint(by_step[step], "ordering" if todo else "done already")
+        if todo:
+            written += _order_checkpoint(series.model, by_step[step], todo, store, settings, modules, metric, ev)
+    return written
+
+
+def _order_checkpoint(name: str, ckpt: Checkpoint, datasets: list[str], store: CubeStore, s: ScoreSettings,
+                      modules: Sequence[str], metric: str, ev: Events) -> list[tuple[int, str]]:
+    unscored = [d for d in datasets if not store.has_cell(name, ckpt.step, d)]
+    if unscored:
+        _score_checkpoint(name, ckpt, unscored, store, s, ev)
+    model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
+    scorer = Scorer(model, s.metrics)
+    written = []
+    for dataset in datasets:
+        tokens = calibration_tokens(dataset, tokenizer, s.n_samples, s.seq_len, s.seed).tokens
+        orders = {}
+        for module in modules:
+            ev.log(f"iterative {module} order, step {ckpt.step}, {dataset}")
+            orders[("one-shot", module)] = _one_shot(store, name, ckpt.step, dataset, module, metric)
+            orders[("iterative", module)] = iterative_order(scorer, tokens, module, s.batch_size, metric)
+        cell = make_order_cell(orders, scorer.n_layers, model=name, step=ckpt.step, dataset=dataset,
+                               metric=metric)
+        if store.write_cell(cell, "orders"):
+            written.append((ckpt.step, dataset))
+    return written
