@@ -2,19 +2,21 @@
 
 Each takes labelled arrays and a `dim=` and returns labelled arrays (or a Figure).
 """
-from . import dynamics, orders, plots, samples, stability
+from . import dynamics, orders, plots, samples, stability, strategies
 from .dynamics import corr_with_step, first_step_with_final_set, study_observation, trend
 from .figures import loss_curve, save, step_layer_heatmap
 from .orders import drop_order, drop_sets, joint_order, random_order, reverse_order
 from .report import draw_all, heatmaps
 from .samples import bootstrap_interval, prefix_means, samples_for_same_drop_set
 from .stability import drop_set_overlap, jaccard, pairwise, rank_correlation
+from .strategies import describe, strategy_agreement
 
 __all__ = [
     "drop_order", "joint_order", "reverse_order", "random_order", "drop_sets",
     "rank_correlation", "pairwise", "jaccard", "drop_set_overlap",
     "prefix_means", "bootstrap_interval", "samples_for_same_drop_set",
     "corr_with_step", "first_step_with_final_set", "trend", "study_observation",
+    "strategy_agreement", "describe",
     "step_layer_heatmap", "loss_curve", "save", "heatmaps", "draw_all",
-    "dynamics", "orders", "plots", "samples", "stability",
+    "dynamics", "orders", "plots", "samples", "stability", "strategies",
 ]

@@ -37,7 +37,8 @@ def study_observation(scores: xr.DataArray, module_dim: str = "module", along: s
     and whether attention's final importance is below MLP's and block's.
     """
     t = trend(scores, along=along)
-    first, final = t.isel({along: 0}, drop=True), t.isel({along: -1}, drop=True)
+    first = t.isel({along: 0}).reset_coords(drop=True)  # step-bound coords (tokens) would clash
+    final = t.isel({along: -1}).reset_coords(drop=True)
     out = xr.Dataset({"first": first, "final": final, "change": final - first})
     attn = final.sel({module_dim: "attn"})
     out["attn_lowest_at_end"] = (attn < final.sel({module_dim: "mlp"})) & (attn < final.sel({module_dim: "block"}))

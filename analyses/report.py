@@ -55,10 +55,6 @@ def model_figures(cube: xr.Dataset, model, out: Path, metric: str = "importance"
         boot = bootstrap_interval(m[metric].sel(dataset=dataset, module=["attn", "mlp"]))
         paths += save(plots.sample_count(boot, title=f"{tag}: {metric} vs samples", metric=metric),
                       out / f"sample_count_{name}_{_safe(dataset)}")
-        if "drop_order" in m and (m["drop_order"].sel(dataset=dataset) >= 0).any():
-            paths += save(plots.one_shot_vs_iterative(m["drop_order"].sel(dataset=dataset),
-                                                      title=f"{tag}: one-shot vs iterative"),
-                          out / f"one_shot_vs_iterative_{name}_{_safe(dataset)}")
     if m.sizes["dataset"] > 1:
         corr = pairwise(imp, across="dataset")
         paths += save(plots.corr_matrix(corr, title=f"{where}: agreement of calibration sets"),
@@ -66,9 +62,25 @@ def model_figures(cube: xr.Dataset, model, out: Path, metric: str = "importance"
     return paths
 
 
+def order_figures(cube: xr.Dataset, model, out: Path) -> list[Path]:
+    """One-shot vs iterative, for every (step, dataset) of `model` where orders are stored."""
+    if "drop_order" not in cube:
+        return []
+    orders = cube["drop_order"].sel(model=model).load()
+    has = (orders >= 0).any(["strategy", "module", "rank"])
+    paths = []
+    for step in orders["step"].values:
+        for dataset in orders["dataset"].values:
+            if has.sel(step=step, dataset=dataset):
+                title = f"{model} step {step}, calibration set {dataset}: one-shot vs iterative"
+                fig = plots.one_shot_vs_iterative(orders.sel(step=step, dataset=dataset), title=title)
+                paths += save(fig, out / f"one_shot_vs_iterative_{_safe(model)}_{step}_{_safe(dataset)}")
+    return paths
+
+
 def draw_all(cube: xr.Dataset, out: Path, metric: str = "importance") -> list[Path]:
     """Every figure for every model of `cube`."""
     paths = heatmaps(cube, out, metric)
     for model in cube["model"].values:
-        paths += model_figures(cube, model, out, metric)
+        paths += model_figures(cube, model, out, metric) + order_figures(cube, model, out)
     return paths

@@ -63,6 +63,9 @@ def score_command(series_spec: str, out: Path, settings: ScoreSettings) -> Event
 
 
 def _open_with(store_path: Path, metric: str):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, whatever the environment
     cube = open_cube(store_path)
     if metric not in cube:
         raise StoreError(f"metric {metric!r} is not in {store_path}; it holds {', '.join(cube.data_vars)}")
@@ -116,6 +119,10 @@ def demo(out: Path) -> None:
     order_command("builtin:tiny", out / "cube.zarr", dict(datasets=settings.datasets, batch_size=settings.batch_size,
                   device=settings.device, dtype=settings.dtype), [], ["block", "attn", "mlp"], "importance")
     made = figures(out / "cube.zarr", out / "figures")
+    cube = open_cube(out / "cube.zarr").isel(step=-1).sel(model="builtin:tiny")
+    for dataset in cube["dataset"].values:
+        agreement = analyses.strategy_agreement(cube["drop_order"].sel(dataset=dataset))
+        console.print(f"one-shot vs iterative on {dataset}:\n" + analyses.describe(agreement))
     curve = json.loads((build_tiny_series() / "series.json").read_text())["loss_curve"]
     arr = {k: np.array([c[k] for c in curve]) for k in ("step", "tokens", "loss")}
     fig = analyses.loss_curve(arr["step"], arr["tokens"], arr["loss"], title="builtin:tiny training loss")

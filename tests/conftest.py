@@ -37,3 +37,18 @@ def write_series(root: Path, steps: list[int], family: str = "llama", **kw) -> P
 @pytest.fixture(scope="session")
 def local_series(tmp_path_factory) -> Path:
     return write_series(tmp_path_factory.mktemp("series"), [0, 10, 100, 1000])
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """`redundancy demo` run once for the session, training builtin:tiny in a fresh cache."""
+    from typer.testing import CliRunner
+
+    from redundancy.cli import app
+
+    root = tmp_path_factory.mktemp("demo")
+    os.environ["REDUNDANCY_CACHE"] = str(root / "cache")  # this session trains its own series
+    result = CliRunner().invoke(app, ["demo", "--out", str(root / "demo")])
+    assert result.exit_code == 0, result.output
+    (root / "demo" / "output.txt").write_text(result.output)
+    return root / "demo"

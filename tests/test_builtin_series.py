@@ -7,9 +7,6 @@ import json
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
-
-from redundancy.cli import app
 from redundancy.sources import open_series
 from redundancy.sources._local import local_checkpoints
 from redundancy.sources._tiny import build_tiny_series, default_recipe
@@ -41,18 +38,22 @@ def test_small_recipe_is_deterministic_and_cached(tmp_path):
     assert any(not torch.equal(w0[k], w4[k]) for k in w0)  # training moved the weights
 
 
-def test_demo_end_to_end(tmp_path, monkeypatch):
-    """The README's first command: >= 8 steps, 3 datasets, 3 modules, no NaN inside the depth, PNGs."""
-    monkeypatch.setenv("REDUNDANCY_CACHE", str(tmp_path / "cache"))
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
-    assert result.exit_code == 0, result.output
+def test_demo_end_to_end(demo_dir):
+    """The README's first command: >= 8 steps, 3 datasets, 3 modules, no NaN inside the depth, figures."""
     from redundancy import open_cube
-    cube = open_cube(tmp_path / "demo" / "cube.zarr")
+    cube = open_cube(demo_dir / "cube.zarr")
     assert cube.sizes["step"] >= 8 and cube.sizes["dataset"] == 3 and cube.sizes["module"] == 3
     assert not cube.importance.isnull().any()
     assert int(cube.importance.sizes["layer"]) == 8
-    pngs = sorted(p.name for p in (tmp_path / "demo" / "figures").glob("*.png"))
-    assert len([p for p in pngs if p.startswith("heatmap_")]) == 3 and "loss_curve.png" in pngs
+    pngs = {p.stem for p in (demo_dir / "figures").glob("*.png")}
+    pdfs = {p.stem for p in (demo_dir / "figures").glob("*.pdf")}
+    assert pngs == pdfs
+    for prefix, count in [("heatmap_", 3), ("order_grid_", 3), ("sample_count_", 3),
+                          ("one_shot_vs_iterative_", 3), ("block_per_layer_", 1),
+                          ("attn_mlp_per_layer_", 1), ("dataset_corr_", 1), ("loss_curve", 1)]:
+        assert len([p for p in pngs if p.startswith(prefix)]) == count, prefix
+    output = (demo_dir / "output.txt").read_text()
+    assert "one-shot vs iterative on prose" in output
     series = open_series("builtin:tiny")  # the cached series, now built
     config = json.loads((series.checkpoints[0].path / "config.json").read_text())
     assert config["num_key_value_heads"] < config["num_attention_heads"]  # grouped-query attention

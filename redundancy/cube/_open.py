@@ -45,7 +45,8 @@ def open_cube(path: str | Path) -> xr.Dataset:
     """The cube at `path` as a lazy Dataset over (model, step, layer, module, dataset, sample).
 
     Layers beyond a model's depth, steps a model lacks and samples beyond a set's count are NaN.
-    `tokens` is a (model, step) coordinate; provenance is over (model, step, dataset). Where
+    `tokens` is a (model, step) coordinate; provenance variables (fingerprint, dtype, device,
+    revision, scored_at, package_version) are over (model, step, dataset). Where
     dropping orders were stored, `drop_order` holds them over (model, step, dataset, strategy,
     module, rank): the layer dropped at each rank, -1 where none.
     """
@@ -58,7 +59,7 @@ def open_cube(path: str | Path) -> xr.Dataset:
         raise StoreError(f"{store.path} holds no scores yet")
     cube = _combine(cells)
     cube["tokens"] = cube["tokens"].max("dataset").compute()  # tokens seen: one value per (model, step)
-    cube = cube.set_coords(["tokens", *(v for v in PROVENANCE if v in cube)])
+    cube = cube.set_coords("tokens")  # provenance stays data variables: metric arrays stay clean
     orders = _open_orders(store)
     if orders is not None:
         cube = xr.merge([cube, orders], join="left", compat="override", combine_attrs="override")
