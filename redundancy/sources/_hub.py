@@ -1,0 +1,141 @@
+"""Checkpoint histories on the Hugging Face hub: enumerate, fingerprint, download what scoring needs.
+
+Names come from the hub's own listings (branches via list_repo_refs, folders via list_repo_tree),
+never from arithmetic. Every weight file's LFS sha256 is recorded before anything is downloaded,
+so byte-identical checkpoints are found without downloading them.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import SeriesError
+from ._checkpoint import Checkpoint
+from ._presets import Preset
+from ._tiny import cache_root
+
+WEIGHTS = (".safetensors", ".bin", ".pt")
+# what scoring needs from an HF checkpoint: weights, config, tokenizer; never optimizer state
+HF_FILES = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
+            "tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model", "*.tiktoken"]
+HF_BIN = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+MEGATRON_FILES = ["mp_rank_*/model_optim_rng.pt"]
+
+
+def _api(token: str | None, endpoint: str | None):
+    from huggingface_hub import HfApi
+    return HfApi(endpoint=endpoint, token=token)
+
+
+def wanted(files: list[str], fmt: str) -> list[str]:
+    """Patterns (relative to a checkpoint's folder) of the files to download."""
+    if fmt == "megatron":
+        return MEGATRON_FILES
+    has_st = any(f.endswith(".safetensors") for f in files)
+    return HF_FILES if has_st else HF_FILES + HF_BIN
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _entries(api, repo: str, preset: Preset) -> list[tuple[int, float | None, str, str, str | None]]:
+    """(step, tokens, revision name, commit, subfolder) for every checkpoint the preset matches."""
+    from huggingface_hub.hf_api import RepoFolder
+    out = []
+    if preset.exposed == "branches":
+        for ref in api.list_repo_refs(repo).branches:
+            if (parsed := preset.parse(ref.name)) is not None:
+                out.append((*parsed, ref.name, ref.target_commit, None))
+    else:
+        commit = api.model_info(repo).sha
+        for entry in api.list_repo_tree(repo, revision=commit):
+            if isinstance(entry, RepoFolder) and (parsed := preset.parse(entry.path)) is not None:
+                out.append((*parsed, entry.path, commit, entry.path))
+    return out
+
+
+def _describe(api, repo: str, step: int, tokens, name: str, commit: str, sub: str | None,
+              fmt: str) -> Checkpoint:
+    files = {f.path: f for f in api.list_repo_tree(repo, path_in_repo=sub, recursive=True, revision=commit)
+             if hasattr(f, "size")}
+    rel = {p[len(sub) + 1:] if sub else p: f for p, f in files.items()}
+    patterns = wanted(list(rel), fmt)
+    keep = {p: f for p, f in rel.items() if _matches(p, patterns)}
+    hashes = {p: (f.lfs.sha256 if f.lfs else f.blob_id) for p, f in keep.items() if p.endswith(WEIGHTS)}
+    return Checkpoint(step=step, tokens=tokens, revision=name, commit=commit, weight_hashes=hashes,
+                      repo=repo, subfolder=sub, download_bytes=sum(f.size for f in keep.values()),
+                      format=fmt)
+
+
+def list_checkpoints(repo: str, preset: Preset, token: str | None = None,
+                     endpoint: str | None = None) -> list[Checkpoint]:
+    """Every checkpoint of `repo` the preset recognises, sorted by step, with duplicates marked.
+
+    Offline (HF_HUB_OFFLINE=1) or unreachable: the listing saved by the last online call.
+    """
+    try:
+        api = _api(token, endpoint)
+        entries = _entries(api, repo, preset)
+        ckpts = [_describe(api, repo, *e, preset.format) for e in entries]
+    except Exception as exc:  # noqa: BLE001 - translated into one clear message
+        cached = _load_listing(repo, preset)
+        if cached is not None and _is_network(exc):
+            return cached
+        raise _hub_error(exc, repo) from exc
+    if not ckpts:
+        raise SeriesError(f"{repo} has no {preset.exposed} matching {preset.pattern!r} (preset {preset.name})")
+    ckpts = mark_duplicates(sorted(ckpts, key=lambda c: c.step))
+    _save_listing(repo, preset, ckpts)
+    return ckpts
+
+
+def mark_duplicates(ckpts: list[Checkpoint]) -> list[Checkpoint]:
+    """Set duplicate_of on checkpoints whose weight files are byte-identical to an earlier step's."""
+    first: dict[tuple, int] = {}
+    out = []
+    for c in ckpts:
+        key = tuple(sorted(c.weight_hashes.values()))
+        if not key:
+            raise SeriesError(f"{c.repo} {c.revision} has no weight files; choose other steps")
+        out.append(replace(c, duplicate_of=first[key]) if key in first else c)
+        first.setdefault(key, c.step)
+    return out
+
+
+def _listing_path(repo: str, preset: Preset) -> Path:
+    return cache_root() / "listings" / f"{repo.replace('/', '--')}--{preset.name}.json"
+
+
+def _save_listing(repo: str, preset: Preset, ckpts: list[Checkpoint]) -> None:
+    path = _listing_path(repo, preset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([c.to_json() for c in ckpts]))
+
+
+def _load_listing(repo: str, preset: Preset) -> list[Checkpoint] | None:
+    path = _listing_path(repo, preset)
+    return [Checkpoint.from_json(d) for d in json.loads(path.read_text())] if path.exists() else None
+
+
+def _is_network(exc: Exception) -> bool:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    import httpx
+    return isinstance(exc, (OfflineModeIsEnabled, httpx.TransportError, ConnectionError, OSError))
+
+
+def _hub_error(exc: Exception, repo: str) -> SeriesError:
+    from huggingface_hub import errors as e
+    if isinstance(exc, e.GatedRepoError):
+        return SeriesError(f"{repo} is gated: accept its terms on the hub, then pass --token or set HF_TOKEN")
+    if isinstance(exc, e.RepositoryNotFoundError):
+        return SeriesError(f"{repo} is not on the hub (or is private: pass --token); check the name")
+    if isinstance(exc, e.RevisionNotFoundError):
+        return SeriesError(f"{repo}: revision not found ({exc}); list the checkpoints with `redundancy list`")
+    if _is_network(exc):
+        return SeriesError(f"cannot reach the hub for {repo} ({type(exc).__name__}) and no listing is cached; "
+                           "check the network, then run again: finished steps stay in the cube")
+    return SeriesError(f"{repo}: {exc}") if isinstance(exc, SeriesError) is False else exc
