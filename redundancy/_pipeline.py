@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from .calibration import calibration_tokens
@@ -59,18 +61,69 @@ def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
     return model.to(device).eval(), AutoTokenizer.from_pretrained(ckpt.path)
 
 
+class Fetcher:
+    """Makes a checkpoint's files local before scoring and may free them after. Local series need
+    nothing; the hub crawler downloads (in a background thread, overlapping the scoring)."""
+
+    def fetch(self, ckpt: Checkpoint) -> Checkpoint:
+        return ckpt
+
+    def release(self, ckpt: Checkpoint) -> None:
+        return None
+
+
 def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
-                 events: Events | None = None) -> Events:
-    """Score every (checkpoint, dataset) cell not yet in `store`; returns events with what was written."""
-    ev = events or Events()
+                 events: Events | None = None, fetcher: Fetcher | None = None) -> Events:
+    """Score every (checkpoint, dataset) cell not yet in `store`; returns events with what was written.
+
+    A checkpoint byte-identical to an earlier one (duplicate_of) is not scored again: its cells are
+    copies of the original's, marked with duplicate_of.
+    """
+    ev, fetcher = events or Events(), fetcher or Fetcher()
     store.clean_partial()
+    todo = []
     for ckpt in series.checkpoints:
-        todo = [d for d in settings.datasets if not store.has_cell(series.model, ckpt.step, d)]
-        ev.checkpoint(ckpt, "scoring" if todo else "done already")
-        if todo:
-            _score_checkpoint(series.model, ckpt, todo, store, settings, ev)
+        missing = [d for d in settings.datasets if not store.has_cell(series.model, ckpt.step, d)]
+        if missing:
+            todo.append((ckpt, missing))
+        else:
+            ev.checkpoint(ckpt, "done already")
+    steps = {c.step for c, _ in todo}
+    copies = [(c, m) for c, m in todo if c.duplicate_of is not None and
+              (c.duplicate_of in steps or _original_done(store, series.model, c, m))]
+    todo = [t for t in todo if t not in copies]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fetcher.fetch, todo[0][0]) if todo else None
+        for i, (ckpt, missing) in enumerate(todo):
+            ready = pending.result()  # the download of step i, started while step i-1 was scored
+            pending = pool.submit(fetcher.fetch, todo[i + 1][0]) if i + 1 < len(todo) else None
+            ev.checkpoint(ckpt, "scoring")
+            _score_checkpoint(series.model, ready, missing, store, settings, ev)
+            fetcher.release(ready)
             ev.checkpoint(ckpt, "scored")
+    for ckpt, missing in copies:  # originals are all in the store now
+        ev.written += _copy_duplicate(store, series.model, ckpt, missing)
+        ev.checkpoint(ckpt, "scored")
     return ev
+
+
+def _original_done(store: CubeStore, model: str, ckpt: Checkpoint, datasets: list[str]) -> bool:
+    return ckpt.duplicate_of is not None and all(store.has_cell(model, ckpt.duplicate_of, d) for d in datasets)
+
+
+def _copy_duplicate(store: CubeStore, model: str, ckpt: Checkpoint, datasets: list[str]) -> list[tuple[int, str]]:
+    import xarray as xr
+
+    written = []
+    for d in datasets:
+        cell = xr.open_zarr(str(store.cell_path(model, ckpt.duplicate_of, d)), consolidated=False,
+                            zarr_format=3).load()
+        cell = cell.assign_coords(step=ckpt.step, tokens=np.float64(np.nan if ckpt.tokens is None else ckpt.tokens))
+        cell["duplicate_of"] = ((), np.array(str(ckpt.duplicate_of), dtype=object))
+        cell["revision"] = ((), np.array(ckpt.commit or ckpt.revision or "", dtype=object))
+        if store.write_cell(cell):
+            written.append((ckpt.step, d))
+    return written
 
 
 def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], store: CubeStore,
@@ -94,4 +147,5 @@ def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], st
 def _provenance(ckpt: Checkpoint, fingerprint: str, s: ScoreSettings) -> dict[str, str]:
     return dict(fingerprint=fingerprint, dtype=s.dtype, device=s.device,
                 revision=ckpt.commit or ckpt.revision or "", package_version=version("redundancy"),
+                duplicate_of="" if ckpt.duplicate_of is None else str(ckpt.duplicate_of),
                 scored_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

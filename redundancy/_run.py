@@ -34,8 +34,9 @@ def _bars() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
-def score_command(series_spec: str, out: Path, settings: ScoreSettings) -> Events:
-    """Open the series and the store, then score with a checkpoint bar and a batch bar."""
+def score_command(series_spec, out: Path, settings: ScoreSettings, fetcher=None) -> Events:
+    """Open the series (a spec or a Series) and the store, then score with a checkpoint bar and a
+    batch bar; `fetcher` downloads hub checkpoints."""
     store = CubeStore.open(out, settings.calibration())  # refuse a bad --out before any work
     with _bars() as bars:
         train = bars.add_task("preparing series", total=None)
@@ -43,7 +44,7 @@ def score_command(series_spec: str, out: Path, settings: ScoreSettings) -> Event
         def on_train(what: str, done: int, total: int) -> None:
             bars.update(train, description=what, completed=done, total=total)
 
-        series = open_series(series_spec, progress=on_train)
+        series = open_series(series_spec, progress=on_train) if isinstance(series_spec, str) else series_spec
         bars.remove_task(train)
         ckpts = bars.add_task(f"checkpoints of {series.model}", total=len(series.checkpoints))
         batch = bars.add_task("samples", total=None)
@@ -56,7 +57,7 @@ def score_command(series_spec: str, out: Path, settings: ScoreSettings) -> Event
             bars.reset(batch, total=n, description=f"samples of {name}")
 
         events = Events(checkpoint=on_ckpt, dataset=on_dataset, batches=lambda n: bars.advance(batch, n))
-        score_series(series, store, settings, events)
+        score_series(series, store, settings, events, fetcher)
     console.print(f"{len(events.written)} cells written to {out} "
                   f"({len(series.checkpoints) * len(settings.datasets) - len(events.written)} already there)")
     return events
@@ -130,3 +131,23 @@ def demo(out: Path) -> None:
     console.print(f"cube: {out / 'cube.zarr'}  (open with redundancy.open_cube)")
     for p in made:
         console.print(f"figure: {p}")
+
+
+def list_command(repo: str, hub_args: dict) -> list[str]:
+    """The table `redundancy list` prints; nothing is downloaded."""
+    from .sources._crawl import hub_series, table
+
+    return table(hub_series(repo, **hub_args).checkpoints)
+
+
+def crawl_command(repo: str, out: Path, settings: ScoreSettings, hub_args: dict, cache_dir: Path | None,
+                  keep: bool, tokenizer: str | None) -> Events:
+    """List, select, then download-and-score each checkpoint into the cube (resumable)."""
+    from .sources._crawl import fetcher, hub_series
+
+    CubeStore.open(out, settings.calibration())  # a bad --out fails before any network call
+    series = hub_series(repo, **hub_args)
+    dups = sum(c.duplicate_of is not None for c in series.checkpoints)
+    console.print(f"{repo}: {len(series.checkpoints)} checkpoints selected ({dups} byte-identical to an earlier one)")
+    return score_command(series, out, settings,
+                         fetcher(cache_dir, hub_args.get("token"), hub_args.get("endpoint"), keep, tokenizer))

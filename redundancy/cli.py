@@ -96,5 +96,60 @@ def demo(out: Path = typer.Option(Path("out/demo"), help="folder for the cube an
         _fail(exc)
 
 
+def _hub_args(preset, pattern, tokens_per_step, every, steps, max_n, token, endpoint) -> dict:
+    return dict(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
+                steps=steps or None, max_n=max_n, token=token, endpoint=endpoint)
+
+
+PRESET = typer.Option(None, help="pythia, olmo, olmo2, amber, smollm2 or map-neo")
+PATTERN = typer.Option(None, help="regex with (?P<step>...) for names no preset knows")
+TPS = typer.Option(None, "--tokens-per-step", help="tokens per step when names do not say")
+EVERY = typer.Option(None, help="token grid, e.g. 500B: the checkpoint nearest each point")
+STEPS = typer.Option([], "--step", help="exact steps (repeat)")
+MAXN = typer.Option(None, "--max", help="at most N checkpoints, evenly spread")
+TOKEN = typer.Option(None, envvar="HF_TOKEN", help="hub token for gated or private repos")
+ENDPOINT = typer.Option(None, envvar="HF_ENDPOINT", hidden=True)
+
+
+@app.command("list")
+def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pythia-160m"),
+          preset: Optional[str] = PRESET, pattern: Optional[str] = PATTERN,
+          tokens_per_step: Optional[float] = TPS, every: Optional[str] = EVERY,
+          steps: List[int] = STEPS, max_n: Optional[int] = MAXN, token: Optional[str] = TOKEN,
+          endpoint: Optional[str] = ENDPOINT) -> None:
+    """List a hub repo's checkpoints (step, tokens, revision, commit, size, duplicates); downloads nothing."""
+    from . import _run
+    try:
+        for line in _run.list_command(repo, _hub_args(preset, pattern, tokens_per_step, every, steps,
+                                                      max_n, token, endpoint)):
+            typer.echo(line)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+@app.command()
+def crawl(repo: str = typer.Argument(..., help="hub repo id"),
+          out: Path = typer.Option(..., "--out", "-o", help="cube store"),
+          preset: Optional[str] = PRESET, pattern: Optional[str] = PATTERN,
+          tokens_per_step: Optional[float] = TPS, every: Optional[str] = EVERY,
+          steps: List[int] = STEPS, max_n: Optional[int] = MAXN, token: Optional[str] = TOKEN,
+          endpoint: Optional[str] = ENDPOINT,
+          datasets: List[str] = typer.Option(["c4"], "--dataset", "-d"),
+          samples: int = typer.Option(256), seq_len: int = typer.Option(2048),
+          batch_size: int = typer.Option(4), seed: int = typer.Option(0),
+          device: str = typer.Option("cpu"), dtype: str = typer.Option("bfloat16"),
+          cache_dir: Optional[Path] = typer.Option(None, help="hub cache (default: HF_HUB_CACHE)"),
+          keep: bool = typer.Option(False, help="keep each checkpoint in the cache after scoring"),
+          tokenizer: Optional[str] = typer.Option(None, help="tokenizer repo or folder (Megatron histories)")) -> None:
+    """Score the selected checkpoints of a hub history into the cube; finished steps are skipped."""
+    from . import _run
+    try:
+        settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype)
+        _run.crawl_command(repo, out, settings, _hub_args(preset, pattern, tokens_per_step, every, steps,
+                                                          max_n, token, endpoint), cache_dir, keep, tokenizer)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     sys.exit(app())

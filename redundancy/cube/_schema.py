@@ -11,7 +11,7 @@ from ..scoring import MODULES
 
 DIMS = ("model", "step", "layer", "module", "dataset", "sample")
 # per-cell provenance, stored as labelled variables over (model, step, dataset)
-PROVENANCE = ("fingerprint", "dtype", "device", "revision", "scored_at", "package_version")
+PROVENANCE = ("fingerprint", "dtype", "device", "revision", "scored_at", "package_version", "duplicate_of")
 # calibration settings that must agree for every cell of one cube
 SETTINGS_KEYS = ("n_samples", "seq_len", "seed", "pool_factor", "packing")
 

@@ -1,0 +1,74 @@
+"""Download a hub checkpoint's scoring files (never optimizer state), and free them afterwards."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import SeriesError
+from ._checkpoint import Checkpoint
+from ._hub import _hub_error, wanted
+
+
+class HubFetcher:
+    """Fetcher for hub checkpoints: snapshot_download with allow_patterns, a free-disk check first,
+    and, unless `keep`, the revision's files deleted from the cache once it is scored."""
+
+    def __init__(self, cache_dir: Path | None = None, token: str | None = None, endpoint: str | None = None,
+                 keep: bool = False, tokenizer: str | None = None) -> None:
+        self.cache_dir, self.token, self.endpoint = cache_dir, token, endpoint
+        self.keep, self.tokenizer = keep, tokenizer
+
+    def fetch(self, ckpt: Checkpoint) -> Checkpoint:
+        from huggingface_hub import snapshot_download
+
+        self._check_disk(ckpt)
+        prefix = f"{ckpt.subfolder}/" if ckpt.subfolder else ""
+        patterns = [prefix + p for p in wanted(list(ckpt.weight_hashes), ckpt.format)]
+        try:
+            root = snapshot_download(ckpt.repo, revision=ckpt.commit, allow_patterns=patterns,
+                                     cache_dir=self.cache_dir, token=self.token, endpoint=self.endpoint)
+        except Exception as exc:  # noqa: BLE001
+            raise _hub_error(exc, ckpt.repo) from exc
+        path = Path(root) / (ckpt.subfolder or "")
+        if ckpt.format == "megatron":
+            from ._megatron import convert_megatron
+            path = convert_megatron(path, self.tokenizer, self._converted(ckpt))
+        return replace(ckpt, path=path)
+
+    def _converted(self, ckpt: Checkpoint) -> Path:
+        from ._tiny import cache_root
+        return cache_root() / "converted" / ckpt.repo.replace("/", "--") / (ckpt.subfolder or ckpt.revision)
+
+    def _check_disk(self, ckpt: Checkpoint) -> None:
+        target = Path(self.cache_dir) if self.cache_dir else _default_cache()
+        target.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(target).free
+        if ckpt.download_bytes > 0.95 * free:
+            raise SeriesError(f"{ckpt.repo} {ckpt.revision} needs {ckpt.download_bytes / 1e9:.2f} GB, "
+                              f"only {free / 1e9:.2f} GB free in {target}; free space or pass --cache-dir")
+
+    def release(self, ckpt: Checkpoint) -> None:
+        """Delete this checkpoint's files from the cache; blobs other snapshots link to stay."""
+        if self.keep or ckpt.path is None:
+            return
+        if ckpt.format == "megatron":
+            shutil.rmtree(self._converted(ckpt), ignore_errors=True)
+        root = _snapshot_root(ckpt, self.cache_dir)
+        mine = [p for p in (root / (ckpt.subfolder or "")).rglob("*") if p.is_symlink()]
+        others = {p.resolve() for p in root.parent.rglob("*") if p.is_symlink() and p not in set(mine)}
+        for link in mine:
+            blob = link.resolve()
+            link.unlink()
+            if blob not in others:  # config and tokenizer files are often shared by every step
+                blob.unlink(missing_ok=True)
+
+
+def _default_cache() -> Path:
+    from huggingface_hub import constants
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _snapshot_root(ckpt: Checkpoint, cache_dir: Path | None) -> Path:
+    base = Path(cache_dir) if cache_dir else _default_cache()
+    return base / f"models--{ckpt.repo.replace('/', '--')}" / "snapshots" / ckpt.commit
