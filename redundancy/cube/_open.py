@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from ..errors import StoreError
@@ -14,7 +15,7 @@ from ._store import CubeStore
 def _open_cell(path: Path) -> xr.Dataset:
     ds = xr.open_zarr(str(path), consolidated=False, zarr_format=3)
     for name in PROVENANCE:  # scalar strings: object dtype, so a missing cell can hold NaN
-        ds[name] = ds[name].astype(object).load()
+        ds[name] = ds[name].astype(object).load() if name in ds else ((), np.array("", dtype=object))
     # tokens and provenance travel as data variables so that concat keeps them per cell
     return ds.reset_coords("tokens").expand_dims(["model", "dataset", "step"])
 
