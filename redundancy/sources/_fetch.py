@@ -1,6 +1,7 @@
 """Download a hub checkpoint's scoring files (never optimizer state), and free them afterwards."""
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -27,26 +28,31 @@ class HubFetcher:
         patterns = [prefix + p for p in wanted(list(ckpt.weight_hashes), ckpt.format)]
         try:
             root = snapshot_download(ckpt.repo, revision=ckpt.commit, allow_patterns=patterns,
-                                     cache_dir=self.cache_dir, token=self.token, endpoint=self.endpoint)
+                                     cache_dir=self._cache(), token=self.token, endpoint=self.endpoint)
         except Exception as exc:  # noqa: BLE001
             raise _hub_error(exc, ckpt.repo) from exc
         path = Path(root) / (ckpt.subfolder or "")
-        if ckpt.format == "megatron":
+        if ckpt.format == "megatron":  # tokens seen come from the checkpoint's own args
             from ._megatron import convert_megatron
             path = convert_megatron(path, self.tokenizer, self._converted(ckpt))
+            meta = json.loads((path / "checkpoint.json").read_text())
+            return replace(ckpt, path=path, tokens=meta["tokens"])
         return replace(ckpt, path=path)
 
     def _converted(self, ckpt: Checkpoint) -> Path:
         from ._tiny import cache_root
         return cache_root() / "converted" / ckpt.repo.replace("/", "--") / (ckpt.subfolder or ckpt.revision)
 
+    def _cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else _default_cache()
+
     def _check_disk(self, ckpt: Checkpoint) -> None:
-        target = Path(self.cache_dir) if self.cache_dir else _default_cache()
+        target = self._cache()
         target.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(target).free
         if ckpt.download_bytes > 0.95 * free:
-            raise SeriesError(f"{ckpt.repo} {ckpt.revision} needs {ckpt.download_bytes / 1e9:.2f} GB, "
-                              f"only {free / 1e9:.2f} GB free in {target}; free space or pass --cache-dir")
+            raise SeriesError(f"{ckpt.repo} {ckpt.revision} needs {_size(ckpt.download_bytes)}, only "
+                              f"{_size(free)} free in {target}; free space or pass --cache-dir")
 
     def release(self, ckpt: Checkpoint) -> None:
         """Delete this checkpoint's files from the cache; blobs other snapshots link to stay."""
@@ -54,7 +60,7 @@ class HubFetcher:
             return
         if ckpt.format == "megatron":
             shutil.rmtree(self._converted(ckpt), ignore_errors=True)
-        root = _snapshot_root(ckpt, self.cache_dir)
+        root = _snapshot_root(ckpt, self._cache())
         mine = [p for p in (root / (ckpt.subfolder or "")).rglob("*") if p.is_symlink()]
         others = {p.resolve() for p in root.parent.rglob("*") if p.is_symlink() and p not in set(mine)}
         for link in mine:
@@ -65,10 +71,20 @@ class HubFetcher:
 
 
 def _default_cache() -> Path:
+    """HF_HUB_CACHE, read now (huggingface_hub reads it once, at import)."""
+    import os
+
     from huggingface_hub import constants
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
     return Path(constants.HF_HUB_CACHE)
 
 
-def _snapshot_root(ckpt: Checkpoint, cache_dir: Path | None) -> Path:
-    base = Path(cache_dir) if cache_dir else _default_cache()
-    return base / f"models--{ckpt.repo.replace('/', '--')}" / "snapshots" / ckpt.commit
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.2f} MB"
+
+
+def _snapshot_root(ckpt: Checkpoint, cache: Path) -> Path:
+    return cache / f"models--{ckpt.repo.replace('/', '--')}" / "snapshots" / ckpt.commit

@@ -136,6 +136,6 @@ def _hub_error(exc: Exception, repo: str) -> SeriesError:
     if isinstance(exc, e.RevisionNotFoundError):
         return SeriesError(f"{repo}: revision not found ({exc}); list the checkpoints with `redundancy list`")
     if _is_network(exc):
-        return SeriesError(f"cannot reach the hub for {repo} ({type(exc).__name__}) and no listing is cached; "
-                           "check the network, then run again: finished steps stay in the cube")
-    return SeriesError(f"{repo}: {exc}") if isinstance(exc, SeriesError) is False else exc
+        return SeriesError(f"cannot reach the hub for {repo} ({type(exc).__name__}); check the network "
+                           "(or HF_HUB_OFFLINE), then run again: finished steps stay in the cube")
+    return exc if isinstance(exc, SeriesError) else SeriesError(f"{repo}: {type(exc).__name__}: {exc}")

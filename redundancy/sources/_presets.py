@@ -34,7 +34,8 @@ class Preset:
 def _load() -> Registry[Preset]:
     reg: Registry[Preset] = Registry("series preset")
     for name, spec in load_yaml("series_presets.yaml").items():
-        reg.register(name, Preset(name, spec["exposed"], spec["pattern"], spec.get("tokens_per_step"),
+        tps = spec.get("tokens_per_step")  # YAML reads 3.5e9 as a string: cast
+        reg.register(name, Preset(name, spec["exposed"], spec["pattern"], None if tps is None else float(tps),
                                   float(spec.get("tokens_unit", 1.0)), spec.get("format", "hf")))
     return reg
 

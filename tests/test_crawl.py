@@ -1,0 +1,177 @@
+"""Crawl real-shaped hub histories through the real huggingface_hub client and a local hub server."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from _fakehub import FakeHub
+from _megatron_writer import write_megatron
+from _models import tiny_model
+from conftest import make_tokenizer
+from redundancy import open_cube
+from redundancy.cli import app
+from redundancy.cube import CubeStore
+
+FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
+NAMES = {  # preset -> (repo, branch names); the last name's weights are copied into "main"
+    "pythia": ("EleutherAI/pythia-tiny", ["step0", "step1", "step2", "step4", "step8"]),
+    "olmo": ("allenai/OLMo-tiny-hf", ["step0-tokens0B", "step1000-tokens4B", "step2000-tokens8B"]),
+    "olmo2": ("allenai/OLMo-2-tiny", ["stage1-step0-tokens0B", "step150-tokens1B", "stage1-step300-tokens2B",
+                                     "stage2-ingredient1-step10-tokens50B"]),
+    "amber": ("LLM360/Amber-tiny", ["ckpt_000", "ckpt_001", "ckpt_002"]),
+    "smollm2": ("HuggingFaceTB/SmolLM2-tiny-intermediate-checkpoints", ["step-0", "step-160000"]),
+}
+
+
+def _save(model, tok, folder: Path) -> None:
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def hub_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hub")
+    tok = make_tokenizer()
+    for preset, (repo, names) in NAMES.items():
+        family = "gpt_neox" if preset == "pythia" else "llama"
+        for i, name in enumerate(names):
+            _save(tiny_model(family, seed=i, vocab=512), tok, root / repo / name)
+        shutil.copytree(root / repo / names[-1], root / repo / "main")
+    # Pythia#205: a later branch byte-identical to an earlier one
+    shutil.copytree(root / "EleutherAI/pythia-tiny/step4", root / "EleutherAI/pythia-tiny/step16")
+    neo = root / "m-a-p/neo_tiny_intermediate/main"
+    for it in (10, 20):
+        write_megatron(tiny_model("llama", seed=it, vocab=512), neo / f"iter_{it:07d}", tp=2, iteration=it)
+        for r in range(2):  # optimizer state that must never be downloaded
+            (neo / f"iter_{it:07d}" / f"mp_rank_{r:02d}" / "distrib_optim.pt").write_bytes(os.urandom(4096))
+    tok.save_pretrained(root / "tokenizer")
+    (root / "gated/model/main").mkdir(parents=True)
+    shutil.copytree(root / "LLM360/Amber-tiny/ckpt_000", root / "gated/model/main", dirs_exist_ok=True)
+    (root / "gated/model/gated").write_text("")
+    return root
+
+
+def run(*args):
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    return r.exit_code, r.output
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("REDUNDANCY_CACHE", str(tmp_path / "rcache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hfcache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("preset", list(NAMES) + ["map-neo"])
+def test_list_every_preset(preset, hub_root, env):
+    repo = NAMES[preset][0] if preset != "map-neo" else "m-a-p/neo_tiny_intermediate"
+    with FakeHub(hub_root) as hub:
+        code, out = run("list", repo, "--preset", preset, "--endpoint", hub.endpoint)
+    assert code == 0, out
+    steps = [int(line.split()[0]) for line in out.splitlines()[1:]]
+    want = {"pythia": [0, 1, 2, 4, 8, 16], "olmo": [0, 1000, 2000], "olmo2": [0, 150, 300],
+            "amber": [0, 1, 2], "smollm2": [0, 160000], "map-neo": [10, 20]}[preset]
+    assert steps == want
+    assert not any(m == "GET" and "resolve" in p for m, p in hub.requests)  # nothing downloaded
+    if preset == "pythia":
+        assert "step 4" in [ln for ln in out.splitlines() if ln.split()[0] == "16"][0]  # duplicate marked
+    if preset == "olmo":
+        assert "4B" in out and "8B" in out
+
+
+def test_crawl_equals_local_scoring(hub_root, env):
+    with FakeHub(hub_root, drop_after_bytes=2000, drop_times=2) as hub:  # connection dropped mid-file
+        code, out = run("crawl", "EleutherAI/pythia-tiny", "--preset", "pythia", "--endpoint", hub.endpoint,
+                        "--out", env / "hub.zarr", *FAST)
+    assert code == 0, out
+    local = env / "local"  # the same checkpoints as local folders (without the "main" alias)
+    shutil.copytree(hub_root / "EleutherAI/pythia-tiny", local, ignore=shutil.ignore_patterns("main"))
+    code, out = run("score", f"local:{local}", "--out", env / "local.zarr", *FAST)
+    assert code == 0, out
+    a, b = open_cube(env / "hub.zarr"), open_cube(env / "local.zarr")
+    a_steps = a.importance.sel(step=[0, 1, 2, 4, 8]).squeeze("model").values
+    b_vals = b.importance.sel(step=[0, 1, 2, 4, 8]).squeeze("model").values
+    np.testing.assert_array_equal(a_steps, b_vals)
+    assert a.duplicate_of.sel(step=16).item() == "4"
+    np.testing.assert_array_equal(a.importance.sel(step=16).values, a.importance.sel(step=4).values)
+    assert not list((env / "hfcache").rglob("*.safetensors"))  # released after scoring
+
+
+def test_map_neo_crawl_never_downloads_optimizer(hub_root, env):
+    with FakeHub(hub_root) as hub:
+        code, out = run("crawl", "m-a-p/neo_tiny_intermediate", "--preset", "map-neo", "--endpoint", hub.endpoint,
+                        "--tokenizer", hub_root / "tokenizer", "--out", env / "neo.zarr", *FAST)
+        assert code == 0, out
+        assert not [p for m, p in hub.requests if "distrib_optim" in p]
+    cube = open_cube(env / "neo.zarr")
+    assert cube.step.values.tolist() == [10, 20]
+    assert cube.tokens.values.ravel().tolist() == [10 * 4 * 256, 20 * 4 * 256]
+
+
+def test_selection(hub_root, env):
+    with FakeHub(hub_root) as hub:
+        code, out = run("list", "allenai/OLMo-tiny-hf", "--preset", "olmo", "--every", "8B", "--endpoint", hub.endpoint)
+        assert code == 0 and [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [0, 2000]
+        code, out = run("list", "EleutherAI/pythia-tiny", "--preset", "pythia", "--max", "3", "--endpoint", hub.endpoint)
+        assert [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [0, 2, 16]
+        code, out = run("list", "EleutherAI/pythia-tiny", "--preset", "pythia", "--step", "3", "--endpoint", hub.endpoint)
+        assert code == 1 and "no checkpoint at step 3" in out
+
+
+def test_killed_crawl_resumes_and_offline_works_from_cache(hub_root, env):
+    with FakeHub(hub_root) as hub:
+        cmd = [sys.executable, "-m", "redundancy.cli", "crawl", "LLM360/Amber-tiny", "--preset", "amber",
+               "--endpoint", hub.endpoint, "--out", str(env / "c.zarr"), "--keep", *FAST]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+        deadline = time.time() + 120
+        while time.time() < deadline and not CubeStore(env / "c.zarr").cell_paths():
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = len(CubeStore(env / "c.zarr").cell_paths())
+        assert 1 <= done < 3
+        r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{3 - done} cells written" in r.stderr
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the server is gone; the cache holds everything
+    cmd2 = [sys.executable, "-m", "redundancy.cli", "crawl", "LLM360/Amber-tiny", "--preset", "amber",
+            "--out", str(env / "offline.zarr"), "--keep", *FAST]
+    r = subprocess.run(cmd2, capture_output=True, text=True, env=offline)
+    assert r.returncode == 0, r.stdout + r.stderr
+    np.testing.assert_array_equal(open_cube(env / "offline.zarr").importance.values,
+                                  open_cube(env / "c.zarr").importance.values)
+
+
+def test_errors_keep_finished_steps(hub_root, env, monkeypatch):
+    with FakeHub(hub_root, token="secret") as hub:
+        code, out = run("list", "nobody/nothing", "--preset", "pythia", "--endpoint", hub.endpoint)
+        assert code == 1 and "not on the hub" in out
+        code, out = run("list", "gated/model", "--pattern", r"^(?P<step>main)$", "--endpoint", hub.endpoint)
+        assert code == 1 and "gated" in out
+        code, out = run("crawl", "LLM360/Amber-tiny", "--preset", "amber", "--endpoint", hub.endpoint,
+                        "--out", env / "e.zarr", "--max", "2", *FAST)  # steps 0 and 2
+        assert code == 0, out
+        import redundancy.sources._fetch as fetch
+        with monkeypatch.context() as m:  # a disk with 10 bytes free
+            m.setattr(fetch.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
+            code, out = run("crawl", "LLM360/Amber-tiny", "--preset", "amber", "--endpoint", hub.endpoint,
+                            "--out", env / "e.zarr", *FAST)
+        assert code == 1 and "MB free in" in out
+    before = sorted(p.name for p in CubeStore(env / "e.zarr").cell_paths())
+    with FakeHub(hub_root, fail_all=True) as hub:
+        code, out = run("crawl", "LLM360/Amber-tiny", "--preset", "amber", "--endpoint", hub.endpoint,
+                        "--out", env / "e.zarr", *FAST)
+    assert code == 1 and "run again" in out
+    assert sorted(p.name for p in CubeStore(env / "e.zarr").cell_paths()) == before
