@@ -13,12 +13,12 @@ from .errors import (CalibrationError, NonFiniteActivationError, NotFoundError, 
                      SeriesError, StoreError, UnsupportedFamilyError)
 from .families import FAMILIES, Family, family_for
 from .scoring import METRICS, MODULES, Scorer
-from .sources import Checkpoint, Series, open_series
+from .sources import PRESETS, Checkpoint, Series, list_checkpoints, open_series
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "open_series", "Series", "Checkpoint",
+    "open_series", "Series", "Checkpoint", "list_checkpoints", "PRESETS",
     "calibration_tokens", "Calibration", "CALIBRATION_SETS",
     "Family", "FAMILIES", "family_for",
     "Scorer", "METRICS", "MODULES",

@@ -1,6 +1,7 @@
 """Crawl real-shaped hub histories through the real huggingface_hub client and a local hub server."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -175,3 +176,29 @@ def test_errors_keep_finished_steps(hub_root, env, monkeypatch):
                         "--out", env / "e.zarr", *FAST)
     assert code == 1 and "run again" in out
     assert sorted(p.name for p in CubeStore(env / "e.zarr").cell_paths()) == before
+
+
+@pytest.mark.parametrize("preset", ["olmo", "olmo2", "smollm2"])
+def test_crawl_other_namings(preset, hub_root, env):
+    repo, _ = NAMES[preset]
+    with FakeHub(hub_root) as hub:
+        code, out = run("crawl", repo, "--preset", preset, "--endpoint", hub.endpoint, "--max", "2",
+                        "--out", env / "c.zarr", *FAST)
+    assert code == 0, out
+    cube = open_cube(env / "c.zarr")
+    assert cube.sizes["step"] == 2 and not cube.importance.isnull().any()
+    assert cube.revision.isel(dataset=0).str.len().squeeze().values.tolist() == [40, 40]  # commit shas
+
+
+def test_public_listing_and_unknown_revision(hub_root, env):
+    from redundancy import list_checkpoints
+    from redundancy.errors import SeriesError
+    from redundancy.sources._fetch import HubFetcher
+    with FakeHub(hub_root) as hub:
+        ckpts = list_checkpoints("EleutherAI/pythia-tiny", "pythia", endpoint=hub.endpoint)
+        assert [c.step for c in ckpts] == [0, 1, 2, 4, 8, 16]
+        assert all(len(h) == 64 for c in ckpts for h in c.weight_hashes.values())  # LFS sha256
+        assert ckpts[-1].duplicate_of == 4 and ckpts[-2].duplicate_of is None
+        gone = dataclasses.replace(ckpts[0], commit="0" * 40)  # a revision the hub does not have
+        with pytest.raises(SeriesError, match="revision not found"):
+            HubFetcher(env / "hf", endpoint=hub.endpoint).fetch(gone)
