@@ -137,9 +137,6 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         self.hub.requests.append((self.command, unquote(url.path)))
@@ -158,6 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
         except HubError as e:
             headers = {"X-Error-Code": e.code, "X-Error-Message": str(e), "X-Repo-Commit": e.commit}
             self._json({"error": str(e)}, e.status, {k: v for k, v in headers.items() if v})
+
+    do_HEAD = do_GET
 
     def _api(self, repo: Repo, rest: list[str], query: dict) -> None:
         flag = lambda k: query.get(k, "false").lower() in ("true", "1")  # noqa: E731

@@ -10,7 +10,10 @@ import pytest
 
 from _models import tiny_model
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach the hub
+# No test reaches the real hub: hub tests point the client at tests/_fakehub.py. This variable is
+# set after huggingface_hub was imported (via _models), so it reaches subprocesses and our own
+# offline checks (calibration), not the already-imported client's constants.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

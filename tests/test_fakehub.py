@@ -180,11 +180,19 @@ def test_errors(root, tmp_path):
 
 
 def test_fail_all(root, tmp_path):
-    with FakeHub(root, fail_all=True) as hub:
+    with FakeHub(root) as hub:
+        commit = commit_of(HfApi(endpoint=hub.endpoint), "main")
+        cached = snapshot_download(REPO, revision=commit, allow_patterns=["*.json"], cache_dir=tmp_path / "warm",
+                                   endpoint=hub.endpoint)
+    with FakeHub(root, fail_all=True) as hub:  # connections dropped: httpx.RemoteProtocolError
         with pytest.raises(httpx.TransportError):
             HfApi(endpoint=hub.endpoint).list_repo_refs(REPO)
         with pytest.raises(httpx.TransportError):
             hf_hub_download(REPO, "config.json", cache_dir=tmp_path, endpoint=hub.endpoint)
         with pytest.raises(httpx.TransportError):
             snapshot_download(REPO, cache_dir=tmp_path, endpoint=hub.endpoint)
-    assert [m for m, _ in hub.requests] == ["GET", "HEAD", "GET"]
+        assert [m for m, _ in hub.requests] == ["GET", "HEAD", "GET"]
+        # a commit already in the cache needs no request at all
+        assert snapshot_download(REPO, revision=commit, allow_patterns=["*.json"], cache_dir=tmp_path / "warm",
+                                 endpoint=hub.endpoint) == cached
+    assert len(hub.requests) == 3
