@@ -9,6 +9,7 @@
 from ._pipeline import Events, ScoreSettings, load_checkpoint, score_series
 from .calibration import CALIBRATION_SETS, Calibration, calibration_tokens
 from .cube import CubeStore, open_cube
+from .drop import DropPlan, iterative_order, load_dropped, materialize
 from .errors import (CalibrationError, NonFiniteActivationError, NotFoundError, RedundancyError,
                      SeriesError, StoreError, UnsupportedFamilyError)
 from .families import FAMILIES, Family, family_for
@@ -24,6 +25,7 @@ __all__ = [
     "Scorer", "METRICS", "MODULES",
     "score_series", "ScoreSettings", "Events", "load_checkpoint",
     "CubeStore", "open_cube",
+    "DropPlan", "materialize", "load_dropped", "iterative_order",
     "RedundancyError", "NotFoundError", "UnsupportedFamilyError", "SeriesError", "CalibrationError",
     "NonFiniteActivationError", "StoreError",
 ]

@@ -151,3 +151,48 @@ def crawl_command(repo: str, out: Path, settings: ScoreSettings, hub_args: dict,
     console.print(f"{repo}: {len(series.checkpoints)} checkpoints selected ({dups} byte-identical to an earlier one)")
     return score_command(series, out, settings,
                          fetcher(cache_dir, hub_args.get("token"), hub_args.get("endpoint"), keep, tokenizer))
+
+
+def drop_command(checkpoint: Path, out: Path, attn: str, mlp: str, block: str, kind: str | None, k: int | None,
+                 store: Path | None, dataset: str | None, strategy: str) -> Path:
+    """Materialize a plan given as lists, or as the first k of an order stored in a cube."""
+    from .drop import DropPlan, materialize
+
+    def ints(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise RedundancyError(f"layer lists are comma-separated integers, got {text!r}") from None
+
+    if kind is None:
+        b = ints(block)
+        plan = DropPlan(ints(attn) + b, ints(mlp) + b, "custom")
+    else:
+        plan = DropPlan.from_order(kind, _stored_order(store, dataset, kind, strategy), k or 0)
+    if not plan.attn and not plan.mlp:
+        raise RedundancyError("the plan drops nothing: give --attn/--mlp/--block, or --kind with --k and --store")
+    path = materialize(checkpoint, plan, out)
+    console.print(f"{plan.name}: attention {list(plan.attn)}, MLP {list(plan.mlp)} dropped -> {path}")
+    return path
+
+
+def _stored_order(store: Path | None, dataset: str | None, kind: str, strategy: str):
+    """The order of the cube's last scored step (one model, one dataset)."""
+    import analyses
+
+    if store is None or dataset is None:
+        raise RedundancyError("--kind needs --store and --dataset to read the order from")
+    cube = open_cube(store)
+    if cube.sizes["model"] != 1:
+        raise RedundancyError(f"{store} holds several models; score the one you drop into its own store")
+    m = analyses.report.final_step(cube, cube["model"].values[0]).sel(dataset=dataset)
+    if kind == "joint":
+        j = analyses.joint_order(m["importance"].mean("sample"))
+        return [(str(a), int(b)) for a, b in zip(j["module"].values, j["layer"].values) if b >= 0]
+    if strategy == "iterative":
+        if "drop_order" not in m:
+            raise RedundancyError(f"{store} holds no iterative orders: run `redundancy order` first")
+        order = m["drop_order"].sel(strategy="iterative", module=kind).values
+    else:
+        order = analyses.drop_order(m["importance"].sel(module=kind).mean("sample")).values
+    return [int(x) for x in order if x >= 0]

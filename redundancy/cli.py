@@ -96,6 +96,26 @@ def demo(out: Path = typer.Option(Path("out/demo"), help="folder for the cube an
         _fail(exc)
 
 
+@app.command()
+def drop(checkpoint: Path = typer.Argument(..., help="a Hugging Face checkpoint folder"),
+         out: Path = typer.Option(..., "--out", "-o", help="folder for the dropped checkpoint"),
+         attn: str = typer.Option("", help="attention layers to drop, e.g. 3,5,7"),
+         mlp: str = typer.Option("", help="MLP layers to drop"),
+         block: str = typer.Option("", help="whole layers to drop"),
+         kind: Optional[str] = typer.Option(None, help="attn, mlp, block or joint: take the order from --store"),
+         k: Optional[int] = typer.Option(None, help="how many to drop (with --kind)"),
+         store: Optional[Path] = typer.Option(None, help="cube holding the scores (with --kind)"),
+         dataset: Optional[str] = typer.Option(None, help="calibration set whose order to use"),
+         strategy: str = typer.Option("one-shot", help="one-shot or iterative (stored by `redundancy order`)")) -> None:
+    """Write CHECKPOINT without the dropped modules: loads with AutoModelForCausalLM
+    (trust_remote_code=True; pure block drops need no custom code)."""
+    from . import _run
+    try:
+        _run.drop_command(checkpoint, out, attn, mlp, block, kind, k, store, dataset, strategy)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
 def _hub_args(preset, pattern, tokens_per_step, every, steps, max_n, token, endpoint) -> dict:
     return dict(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
                 steps=steps or None, max_n=max_n, token=token, endpoint=endpoint)

@@ -38,6 +38,8 @@ class Family:
     residual: str  # "sequential" or "parallel"
     final_norm: str
     embed: str
+    attn_norm: str | None = "input_layernorm"  # norm in front of attention (none in olmo2)
+    mlp_norm: str | None = "post_attention_layernorm"  # norm in front of the MLP
 
     def describe(self) -> str:
         return f"{self.model_type}: {self.residual} residual, attn adds {self.attn_out}, mlp adds {self.mlp_out}"
@@ -55,9 +57,10 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     _pre_norm("qwen3"),
     Family("gemma2", "model.layers", "self_attn", "mlp", "post_attention_layernorm",
            "post_feedforward_layernorm", "pre_feedforward_layernorm", "sequential", "model.norm",
-           "model.embed_tokens"),
+           "model.embed_tokens", mlp_norm="pre_feedforward_layernorm"),
     Family("olmo2", "model.layers", "self_attn", "mlp", "post_attention_layernorm",
-           "post_feedforward_layernorm", "mlp", "sequential", "model.norm", "model.embed_tokens"),
+           "post_feedforward_layernorm", "mlp", "sequential", "model.norm", "model.embed_tokens",
+           attn_norm=None, mlp_norm=None),
     Family("gpt_neox", "gpt_neox.layers", "attention", "mlp", "attention", "mlp", None, "parallel",
            "gpt_neox.final_layer_norm", "gpt_neox.embed_in"),
 ]}

@@ -1,0 +1,43 @@
+"""Drop plans: which attention and MLP layers to remove, from explicit lists or from an order."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import RedundancyError
+
+
+@dataclass(frozen=True)
+class DropPlan:
+    """Layers whose attention / MLP are dropped. A block drop lists the layer in both."""
+
+    attn: tuple[int, ...] = ()
+    mlp: tuple[int, ...] = ()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attn", tuple(sorted(set(self.attn))))
+        object.__setattr__(self, "mlp", tuple(sorted(set(self.mlp))))
+
+    @property
+    def blocks_only(self) -> bool:
+        """True when every dropped layer loses both sublayers (saved as a shallower stock model)."""
+        return bool(self.attn) and self.attn == self.mlp
+
+    @classmethod
+    def from_order(cls, kind: str, order, k: int) -> "DropPlan":
+        """The first k entries of an order. kind: attn, mlp, block (layers) or joint ((module, layer))."""
+        first = list(order)[:k]
+        if len(first) < k:
+            raise RedundancyError(f"the order has {len(first)} entries; cannot drop {k}")
+        name = f"{kind.capitalize() if kind != 'attn' else 'Attn'}-{k}"
+        if kind == "joint":
+            return cls(tuple(int(l) for m, l in first if m == "attn"),
+                       tuple(int(l) for m, l in first if m == "mlp"), name)
+        layers = tuple(int(l) for l in first)
+        return {"attn": cls(layers, (), name), "mlp": cls((), layers, name),
+                "block": cls(layers, layers, name)}[kind]
+
+    def check(self, n_layers: int) -> None:
+        bad = [i for i in self.attn + self.mlp if not 0 <= i < n_layers]
+        if bad:
+            raise RedundancyError(f"layer {bad[0]} does not exist: the model has {n_layers} layers (0..{n_layers - 1})")

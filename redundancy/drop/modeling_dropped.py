@@ -1,0 +1,85 @@
+"""One modeling file for dropped checkpoints of every family: copied next to config.json.
+
+config.json keeps the family's own model_type and adds `drop_attn_list`, `drop_mlp_list` (the
+keys of the study's released checkpoints), `drop_sites` (where layers, attention, MLP and their
+norms live) and `auto_map` pointing here. Loading builds the stock model of that model_type and
+replaces each dropped module, and its norms, by a stub that adds zero to the residual and holds
+no weights; a dropped attention never writes to the KV cache, so it allocates none.
+Self-contained: it imports only torch and transformers.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DroppedAttention(nn.Module):
+    """Adds nothing to the residual; returns (zeros, no attention weights); keeps no KV cache."""
+
+    def forward(self, hidden_states=None, *args, **kwargs):
+        x = hidden_states if hidden_states is not None else args[0]
+        return torch.zeros_like(x), None
+
+
+class DroppedMLP(nn.Module):
+    """Adds nothing to the residual."""
+
+    def forward(self, x, *args, **kwargs):
+        return torch.zeros_like(x)
+
+
+def _as_indices(value, n_layers: int) -> list[int]:
+    """Indices from a list of ints or a boolean mask of length n_layers (both formats exist)."""
+    value = list(value or [])
+    if value and all(isinstance(v, bool) for v in value):
+        return [i for i, v in enumerate(value) if v]
+    return sorted(int(v) for v in value)
+
+
+def _set(root: nn.Module, path: str, module: nn.Module) -> None:
+    *parents, name = path.split(".")
+    for p in parents:
+        root = getattr(root, p)
+    setattr(root, name, module)
+
+
+def apply_drops(model: nn.Module, config) -> nn.Module:
+    """Replace the dropped modules of `model` in place, as `config` says."""
+    sites = config.drop_sites
+    layers = model.get_submodule(sites["layers"])
+    n = len(layers)
+    for kind, stub in (("attn", DroppedAttention), ("mlp", DroppedMLP)):
+        for i in _as_indices(getattr(config, f"drop_{kind}_list", None), n):
+            layer = layers[i]
+            _set(layer, sites[kind], stub())
+            for norm in {sites.get(f"{kind}_norm"), sites.get(f"{kind}_out")} - {None, sites[kind]}:
+                _set(layer, norm, nn.Identity())  # the dropped module's norms go with it
+    return model
+
+
+def stock_class(config):
+    """The family's own *ForCausalLM class, by model_type (never the class registered for remote code)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type])
+
+
+class DroppedForCausalLM:
+    """`AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` lands here."""
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class="AutoModelForCausalLM"):
+        """transformers calls this after loading remote code; nothing to register."""
+
+    @classmethod
+    def from_pretrained(cls, path, *args, config=None, **kwargs):
+        from transformers import AutoConfig
+
+        kwargs.pop("trust_remote_code", None)
+        config = config or AutoConfig.from_pretrained(path)
+        # the stock class initialises the absent (dropped) weights; they are replaced right after
+        model = stock_class(config).from_pretrained(path, *args, config=config, **kwargs)
+        if getattr(model.config, "drop_sites", None) is None:  # transformers registered us for the
+            return model  # whole config class in this process: a checkpoint without drops is stock
+        return apply_drops(model, model.config)
