@@ -196,3 +196,27 @@ def _stored_order(store: Path | None, dataset: str | None, kind: str, strategy: 
     else:
         order = analyses.drop_order(m["importance"].sel(module=kind).mean("sample")).values
     return [int(x) for x in order if x >= 0]
+
+
+def evaluate_command(checkpoint: Path, preset: str | None, tasks: list[str], out: Path | None, model_name: str | None,
+                     step: int | None, plan: str, batch_size: int, limit: int | None, device: str) -> dict:
+    """lm-eval on a (dropped or not) checkpoint; scores printed and, with --out, stored."""
+    import json as _json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluate import evaluate
+    from .results import write_results
+
+    if not (checkpoint / "config.json").exists():
+        raise RedundancyError(f"{checkpoint} is not a checkpoint folder (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=True).to(device).eval()
+    scores = evaluate(model, AutoTokenizer.from_pretrained(checkpoint), preset, tasks, batch_size, limit)
+    for task, value in scores.items():
+        console.print(f"{task:<24} {value:.4f}")
+    if out is not None:
+        meta = checkpoint / "checkpoint.json"
+        step = step if step is not None else (_json.loads(meta.read_text())["step"] if meta.exists() else 0)
+        res = write_results(out, model_name or checkpoint.resolve().name, step, plan, scores)
+        console.print(f"average {float(res['average'].sel(plan=plan).max()):.4f}; stored in {out}")
+    return scores

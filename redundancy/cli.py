@@ -116,6 +116,24 @@ def drop(checkpoint: Path = typer.Argument(..., help="a Hugging Face checkpoint 
         _fail(exc)
 
 
+@app.command("evaluate")
+def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (dropped or not)"),
+              preset: Optional[str] = typer.Option("builtin", help="paper or builtin; '' for none"),
+              tasks: List[str] = typer.Option([], "--task", help="more lm-eval task names"),
+              out: Optional[Path] = typer.Option(None, help="results store (zarr) to add the scores to"),
+              model: Optional[str] = typer.Option(None, help="model name in the results (default: folder name)"),
+              step: Optional[int] = typer.Option(None, help="training step (default: checkpoint.json)"),
+              plan: str = typer.Option("baseline", help="plan name in the results, e.g. Attn-4"),
+              batch_size: int = typer.Option(16), limit: Optional[int] = typer.Option(None),
+              device: str = typer.Option("cpu")) -> None:
+    """Evaluate with lm-eval in memory: the study's tasks (paper), the built-in ones, or any names."""
+    from . import _run
+    try:
+        _run.evaluate_command(checkpoint, preset or None, tasks, out, model, step, plan, batch_size, limit, device)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
 def _hub_args(preset, pattern, tokens_per_step, every, steps, max_n, token, endpoint) -> dict:
     return dict(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
                 steps=steps or None, max_n=max_n, token=token, endpoint=endpoint)

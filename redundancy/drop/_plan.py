@@ -29,7 +29,7 @@ class DropPlan:
         first = list(order)[:k]
         if len(first) < k:
             raise RedundancyError(f"the order has {len(first)} entries; cannot drop {k}")
-        name = f"{kind.capitalize() if kind != 'attn' else 'Attn'}-{k}"
+        name = f"{ {'attn': 'Attn', 'mlp': 'MLP', 'block': 'Block', 'joint': 'Joint'}[kind]}-{k}"
         if kind == "joint":
             return cls(tuple(int(l) for m, l in first if m == "attn"),
                        tuple(int(l) for m, l in first if m == "mlp"), name)

@@ -1,0 +1,64 @@
+"""lm-eval on an in-memory model: the study's task preset, the built-in offline tasks, or any task names."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import yaml
+from torch import nn
+
+from ._data import DATA_DIR, load_yaml
+from .errors import NotFoundError, RedundancyError
+
+TASKS_DIR = DATA_DIR / "tasks"
+
+
+def preset_tasks(preset: str) -> dict[str, dict[str, Any]]:
+    """task -> {shots, metric} for a preset in data/tasks/presets.yaml."""
+    presets = load_yaml("tasks/presets.yaml")
+    if preset not in presets:
+        raise NotFoundError(f"unknown evaluation preset {preset!r}; known: {', '.join(presets)}")
+    return presets[preset]
+
+
+def _local_config(task: str) -> dict | None:
+    """A built-in task's YAML as a dict, with its data file made absolute; None if not built-in."""
+    path = TASKS_DIR / f"{task}.yaml"
+    if not path.exists():
+        return None
+    cfg = yaml.safe_load(path.read_text())
+    files = cfg["dataset_kwargs"]["data_files"]
+    cfg["dataset_kwargs"]["data_files"] = {k: str(TASKS_DIR / v) for k, v in files.items()}
+    return cfg
+
+
+def evaluate(model: nn.Module, tokenizer: Any, preset: str | None = "builtin", tasks: list[str] | None = None,
+             batch_size: int = 16, limit: int | None = None) -> dict[str, float]:
+    """task -> score (the preset's metric, or acc / the first metric for a bare task name)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    spec = preset_tasks(preset) if preset else {}
+    spec.update({t: {"shots": 0, "metric": None} for t in tasks or []})
+    if not spec:
+        raise RedundancyError("nothing to evaluate: give a preset or task names")
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    by_shots: dict[int, list] = defaultdict(list)
+    for task, s in spec.items():
+        by_shots[s["shots"]].append(_local_config(task) or task)
+    scores = {}
+    for shots, task_list in by_shots.items():
+        out = simple_evaluate(model=lm, tasks=task_list, num_fewshot=shots, limit=limit, log_samples=False)
+        for task, metrics in out["results"].items():
+            if task in spec:
+                scores[task] = _pick(metrics, spec[task]["metric"])
+    return scores
+
+
+def _pick(metrics: dict[str, Any], metric: str | None) -> float:
+    """lm-eval keys metrics as 'acc,none'; take the named one, or acc, or the first number."""
+    flat = {k.split(",")[0]: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k}
+    for key in (metric, "acc", "exact_match"):
+        if key in flat:
+            return float(flat[key])
+    return float(next(iter(flat.values())))

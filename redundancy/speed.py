@@ -1,0 +1,73 @@
+"""Generation speed and memory, as in the study: prefill P tokens, then generate G with the KV cache."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SpeedResult:
+    """One model's timing. tokens_per_s counts prompt and generated tokens, as the study does."""
+
+    prompt_tokens: int
+    new_tokens: int
+    batch: int
+    seconds: float  # median over repeats
+    tokens_per_s: float
+    kv_cache_bytes: int  # the cache after generation (prompt + new - 1 positions)
+    peak_memory_bytes: int | None  # device peak during generation; None on CPU
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def kv_cache_bytes(cache) -> int:
+    """Bytes held by keys and values of a transformers Cache (layers never written hold none)."""
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def measure_speed(model: nn.Module, prompt_tokens: int = 2048, new_tokens: int = 2048, batch: int = 1,
+                  warmup: int = 1, repeats: int = 3, seed: int = 0) -> SpeedResult:
+    """Median wall time of greedy generation with the KV cache, device-synchronised, after warm-up."""
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (batch, prompt_tokens), generator=g).to(device)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                  pad_token_id=model.config.eos_token_id if model.config.eos_token_id is not None else 0)
+    for _ in range(warmup):
+        model.generate(ids, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, out = [], None
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = model.generate(ids, return_dict_in_generate=True, **kwargs)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    secs = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return SpeedResult(prompt_tokens, new_tokens, batch, secs, batch * (prompt_tokens + new_tokens) / secs,
+                       kv_cache_bytes(out.past_key_values), peak)
+
+
+def sdr(baseline_avg: float, dropped_avg: float, speedup: float) -> float:
+    """Speedup degradation ratio gamma = (average drop in %) / (speedup in %); lower is better."""
+    drop_pct = 100.0 * (baseline_avg - dropped_avg) / baseline_avg
+    gain_pct = 100.0 * (speedup - 1.0)
+    return float("inf") if gain_pct <= 0 else drop_pct / gain_pct
