@@ -33,10 +33,10 @@ class ScoreSettings:
     metrics: Sequence[str] = DEFAULT_METRICS
 
     def calibration(self) -> dict[str, Any]:
-        from .calibration._packing import POOL_FACTOR
+        """The settings every cell of one cube must share (see cube.SETTINGS_KEYS)."""
+        from .calibration._packing import PACKING, POOL_FACTOR
         return dict(n_samples=self.n_samples, seq_len=self.seq_len, seed=self.seed,
-                    pool_factor=POOL_FACTOR,
-                    packing="documents joined with EOS, windows without overlap, no BOS")
+                    pool_factor=POOL_FACTOR, packing=PACKING)
 
 
 @dataclass

@@ -1,8 +1,6 @@
 """Bad input: a one-line error, a non-zero exit, and nothing already stored is lost."""
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest

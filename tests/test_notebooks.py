@@ -1,7 +1,6 @@
 """The notebooks run top to bottom on the demo cube (so they never rot); git holds them stripped."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

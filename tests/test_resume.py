@@ -1,7 +1,6 @@
 """A real `redundancy score` subprocess killed mid-series resumes to exactly the uninterrupted cube."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -11,7 +11,7 @@ from .._data import load_yaml
 from .._registry import Registry
 from . import _corpora
 from ._hub import hub_documents
-from ._packing import POOL_FACTOR, fingerprint, pack
+from ._packing import PACKING, POOL_FACTOR, fingerprint, pack
 
 __all__ = ["CalibrationSet", "Calibration", "CALIBRATION_SETS", "calibration_tokens"]
 
@@ -77,8 +77,7 @@ def calibration_tokens(name: str, tokenizer: Any, n: int, seq_len: int, seed: in
     if key not in _PACKED:
         _PACKED[key] = pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=name)
     tokens = _PACKED[key]
-    settings = dict(n_samples=n, seq_len=seq_len, seed=seed, pool_factor=POOL_FACTOR,
-                    packing="documents joined with EOS, windows without overlap, no BOS")
+    settings = dict(n_samples=n, seq_len=seq_len, seed=seed, pool_factor=POOL_FACTOR, packing=PACKING)
     return Calibration(name, tokens, fingerprint(tokens), settings)
 
 

@@ -11,6 +11,7 @@ import torch
 from ..errors import CalibrationError
 
 POOL_FACTOR = 4  # windows are drawn from the first POOL_FACTOR * n windows of the stream
+PACKING = "documents joined with EOS, windows without overlap, no BOS"
 _DOCS_PER_CALL = 64
 
 

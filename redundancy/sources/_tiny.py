@@ -10,7 +10,6 @@ import math
 import os
 import random
 import shutil
-from itertools import islice
 from pathlib import Path
 from typing import Any, Callable
 
