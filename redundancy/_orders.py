@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import xarray as xr
 
 from ._pipeline import Events, ScoreSettings, _score_checkpoint, load_checkpoint
 from .calibration import calibration_tokens
@@ -16,8 +15,7 @@ from .sources import Checkpoint, Series
 
 
 def _one_shot(store: CubeStore, model: str, step: int, dataset: str, module: str, metric: str) -> list[int]:
-    cell = xr.open_zarr(str(store.cell_path(model, step, dataset)), consolidated=False, zarr_format=3)
-    scores = cell[metric].sel(module=module).mean("sample").values  # (layer,)
+    scores = store.read_cell(model, step, dataset)[metric].sel(module=module).mean("sample").values  # (layer,)
     return [int(i) for i in np.argsort(scores, kind="stable")]
 
 

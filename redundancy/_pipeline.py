@@ -112,12 +112,9 @@ def _original_done(store: CubeStore, model: str, ckpt: Checkpoint, datasets: lis
 
 
 def _copy_duplicate(store: CubeStore, model: str, ckpt: Checkpoint, datasets: list[str]) -> list[tuple[int, str]]:
-    import xarray as xr
-
     written = []
     for d in datasets:
-        cell = xr.open_zarr(str(store.cell_path(model, ckpt.duplicate_of, d)), consolidated=False,
-                            zarr_format=3).load()
+        cell = store.read_cell(model, ckpt.duplicate_of, d)
         cell = cell.assign_coords(step=ckpt.step, tokens=np.float64(np.nan if ckpt.tokens is None else ckpt.tokens))
         cell["duplicate_of"] = ((), np.array(str(ckpt.duplicate_of), dtype=object))
         cell["revision"] = ((), np.array(ckpt.commit or ckpt.revision or "", dtype=object))

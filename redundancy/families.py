@@ -16,7 +16,7 @@ output; h itself for olmo2) and Y = its raw output a or m; for the block X = h, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import UnsupportedFamilyError
@@ -65,9 +65,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            "gpt_neox.final_layer_norm", "gpt_neox.embed_in"),
 ]}
 
-_SEQUENTIAL_NEOX = Family("gpt_neox", "gpt_neox.layers", "attention", "mlp", "attention", "mlp",
-                          "post_attention_layernorm", "sequential", "gpt_neox.final_layer_norm",
-                          "gpt_neox.embed_in")
+# Pythia-style configs with use_parallel_residual=False: the MLP reads h + a through its norm
+_SEQUENTIAL_NEOX = replace(FAMILIES["gpt_neox"], mid_site="post_attention_layernorm", residual="sequential")
 
 
 def family_for(config: Any) -> Family:

@@ -74,6 +74,11 @@ class CubeStore:
     def has_cell(self, model: str, step: int, dataset: str, kind: str = "cells") -> bool:
         return (self.cell_path(model, step, dataset, kind) / "zarr.json").exists()
 
+    def read_cell(self, model: str, step: int, dataset: str, kind: str = "cells") -> xr.Dataset:
+        """One stored cell, loaded into memory."""
+        path = self.cell_path(model, step, dataset, kind)
+        return xr.open_zarr(str(path), consolidated=False, zarr_format=3).load()
+
     def write_cell(self, cell: xr.Dataset, kind: str = "cells") -> bool:
         """Write one cell atomically; False if it was already there (kept as it was)."""
         model, step, dataset = (cell[c].item() for c in ("model", "step", "dataset"))
