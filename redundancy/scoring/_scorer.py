@@ -23,24 +23,26 @@ class Scorer:
         self.metrics = [METRICS.get(m) for m in metrics]
         self.metric_names = [m.name for m in self.metrics]
         self.n_layers = len(decoder_layers(model, self.family))
-        self._out: torch.Tensor | None = None
+        self._gram: torch.Tensor | None = None
 
     @torch.inference_mode()
     def score_batch(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T) -> scores (B, L, 3, M) fp32, on the model's device, token-averaged."""
-        b = input_ids.shape[0]
-        self._out = torch.empty(b, self.n_layers, len(MODULES), len(self.metrics),
-                                dtype=torch.float32, device=input_ids.device)
+        b, t = input_ids.shape
+        # each layer's hook only writes its Gram matrices; the statistics and metrics then run
+        # once for all layers, so their small ops are not repeated per layer
+        self._gram = torch.empty(self.n_layers, b, t, len(_STREAMS), len(_STREAMS),
+                                 dtype=torch.float32, device=input_ids.device)
         with residual_hooks(self.model, self.family, self._on_layer), _fp32_matmul_precision():
             # the trunk only: the LM head is not needed and would cost a (B, T, vocab) projection
             self.model.base_model(input_ids=input_ids, use_cache=False)
-        out, self._out = self._out, None
-        return out
+            stats = stats_from_gram(self._gram, self.family.residual)  # fields (L, B, T, 3)
+        self._gram = None
+        out = torch.stack([m.per_token(stats).mean(dim=2) for m in self.metrics], dim=-1)  # (L, B, 3, M)
+        return out.transpose(0, 1)
 
     def _on_layer(self, idx: int, sites: dict[str, torch.Tensor]) -> None:
-        stats = module_stats(sites, self.family.residual)  # fields (B, T, 3)
-        for k, metric in enumerate(self.metrics):
-            self._out[:, idx, :, k] = metric.per_token(stats).mean(dim=1)  # token mean -> (B, 3)
+        layer_gram(sites, out=self._gram[idx])
 
     def score(self, tokens: torch.Tensor, batch_size: int,
               on_batch: Callable[[int], None] | None = None) -> np.ndarray:
@@ -57,20 +59,21 @@ class Scorer:
         return np.concatenate(parts, axis=0)
 
 
-# Per layer, the distinct streams (K of them) are stacked and one fp32 Gram matrix per token gives
-# every dot product at once. Each module's X, Y, f and u is a 0/1 combination of the streams.
-_SEQUENTIAL = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
-               "hook_mlp_out", "attn.hook_in", "mlp.hook_in")
-_PARALLEL = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
-             "attn.hook_in", "mlp.hook_in")
+# Per layer, five streams are stacked and one fp32 Gram matrix per token gives every dot product at
+# once. Each module's X, Y, f and u is a 0/1 combination of them: the residual after attention is
+# h + a and the layer's output h + a + m in every form of the family table, so they are summed here
+# in fp32 rather than captured (5 streams instead of 7 halve the Gram's cost; the stored bf16
+# residual differs from the exact sum by one rounding, far below the scores' precision).
+_STREAMS = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "attn.hook_in", "mlp.hook_in")
+_H, _A, _M = ("hook_resid_pre",), ("hook_resid_pre", "hook_attn_out"), ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")
 # module -> (X, Y, f, u), each a tuple of streams summed; f of a block is a + m, its output
 _ROLES = {
-    "sequential": {"block": (("hook_resid_pre",), ("hook_resid_post",), ("hook_attn_out", "hook_mlp_out"), ("hook_resid_pre",)),
-                   "attn": (("hook_resid_pre",), ("hook_resid_mid",), ("hook_attn_out",), ("attn.hook_in",)),
-                   "mlp": (("hook_resid_mid",), ("hook_resid_post",), ("hook_mlp_out",), ("mlp.hook_in",))},
-    "parallel": {"block": (("hook_resid_pre",), ("hook_resid_post",), ("hook_attn_out", "hook_mlp_out"), ("hook_resid_pre",)),
-                 "attn": (("hook_resid_pre",), ("hook_resid_pre", "hook_attn_out"), ("hook_attn_out",), ("attn.hook_in",)),
-                 "mlp": (("hook_resid_pre",), ("hook_resid_pre", "hook_mlp_out"), ("hook_mlp_out",), ("mlp.hook_in",))},
+    "sequential": {"block": (_H, _M, ("hook_attn_out", "hook_mlp_out"), _H),
+                   "attn": (_H, _A, ("hook_attn_out",), ("attn.hook_in",)),
+                   "mlp": (_A, _M, ("hook_mlp_out",), ("mlp.hook_in",))},
+    "parallel": {"block": (_H, _M, ("hook_attn_out", "hook_mlp_out"), _H),
+                 "attn": (_H, _A, ("hook_attn_out",), ("attn.hook_in",)),
+                 "mlp": (_H, ("hook_resid_pre", "hook_mlp_out"), ("hook_mlp_out",), ("mlp.hook_in",))},
 }
 _STATS = (("xy", 0, 1), ("xx", 0, 0), ("yy", 1, 1), ("ff", 2, 2), ("uf", 3, 2), ("uu", 3, 3))
 _WEIGHTS: dict[tuple[str, torch.device], torch.Tensor] = {}
@@ -83,29 +86,36 @@ def _stat_weights(residual: str, device: torch.device) -> torch.Tensor:
     """
     key = (residual, device)
     if key not in _WEIGHTS:
-        streams = _SEQUENTIAL if residual == "sequential" else _PARALLEL
         cols = []
         for mod in MODULES:
-            roles = torch.zeros(4, len(streams))  # X, Y, f, u
+            roles = torch.zeros(4, len(_STREAMS))  # X, Y, f, u
             for r, parts in enumerate(_ROLES[residual][mod]):
                 for part in parts:
-                    roles[r, streams.index(part)] = 1.0
+                    roles[r, _STREAMS.index(part)] = 1.0
             cols += [torch.outer(roles[a], roles[b]).flatten() for _, a, b in _STATS]
         _WEIGHTS[key] = torch.stack(cols, dim=1).to(device)
     return _WEIGHTS[key]
 
 
+def layer_gram(sites: dict[str, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token Gram matrix of one layer's five streams: (B, T, 5, 5) fp32."""
+    h = sites["hook_resid_pre"]  # (B, T, D)
+    stacked = torch.empty(*h.shape[:-1], len(_STREAMS), h.shape[-1], dtype=torch.float32, device=h.device)
+    for i, name in enumerate(_STREAMS):
+        stacked[..., i, :].copy_(sites[name])  # casts to fp32 while copying: one write per stream
+    return torch.matmul(stacked, stacked.transpose(-1, -2), out=out)  # every dot product, one pass
+
+
+def stats_from_gram(gram: torch.Tensor, residual: str) -> TokenStats:
+    """Gram matrices (..., 5, 5) -> statistics of block, attn and mlp; each field (..., 3)."""
+    stats = gram.flatten(-2) @ _stat_weights(residual, gram.device)  # (..., 3 * 6)
+    stats = stats.unflatten(-1, (len(MODULES), len(_STATS)))  # (..., 3, 6)
+    return TokenStats(**{name: stats[..., i] for i, (name, _, _) in enumerate(_STATS)})
+
+
 def module_stats(sites: dict[str, torch.Tensor], residual: str) -> TokenStats:
     """Per-token statistics of block, attn and mlp of one layer; each field (B, T, 3), fp32."""
-    streams = _SEQUENTIAL if residual == "sequential" else _PARALLEL
-    h = sites["hook_resid_pre"]  # (B, T, D)
-    stacked = torch.empty(*h.shape[:-1], len(streams), h.shape[-1], dtype=torch.float32, device=h.device)
-    for i, name in enumerate(streams):
-        stacked[..., i, :].copy_(sites[name])  # casts to fp32 while copying: one write per stream
-    gram = stacked @ stacked.transpose(-1, -2)  # (B, T, K, K): every dot product, one pass
-    stats = gram.flatten(-2) @ _stat_weights(residual, h.device)  # (B, T, 3 * 6)
-    stats = stats.unflatten(-1, (len(MODULES), len(_STATS)))  # (B, T, 3, 6)
-    return TokenStats(**{name: stats[..., i] for i, (name, _, _) in enumerate(_STATS)})
+    return stats_from_gram(layer_gram(sites), residual)
 
 
 @contextmanager
