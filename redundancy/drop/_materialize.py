@@ -76,5 +76,17 @@ def load_dropped(path: str | Path, **kwargs) -> nn.Module:
     raw.pop("auto_map", None)
     config = AutoConfig.for_model(raw.pop("model_type"), **raw)
     config.drop_sites = drop_sites(family_for(config))
-    model = modeling_dropped.stock_class(config).from_pretrained(path, config=config, **kwargs)
-    return modeling_dropped.apply_drops(model, config)
+    return modeling_dropped.load_stock(path, config, **kwargs)
+
+
+def load_any(path: str | Path, **kwargs) -> nn.Module:
+    """Any checkpoint folder: dropped (ours or the study's format), quantized or stock; eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    config = Path(path) / "config.json"
+    if not config.exists():
+        raise RedundancyError(f"{path} is not a checkpoint folder (no config.json)")
+    raw = json.loads(config.read_text())
+    if raw.get("drop_attn_list") or raw.get("drop_mlp_list"):
+        return load_dropped(path, **kwargs).eval()
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()

@@ -65,6 +65,26 @@ def stock_class(config):
     return getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type])
 
 
+def load_stock(path, config, *args, **kwargs) -> nn.Module:
+    """The stock model with the drops applied. The dropped modules' weights are absent from the
+    files; transformers' report of them is silenced, and any other missing weight is an error."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = stock_class(config).from_pretrained(path, *args, config=config, output_loading_info=True,
+                                                          **kwargs)
+    finally:
+        hf_logging.set_verbosity(before)
+    model = apply_drops(model, config) if getattr(config, "drop_sites", None) else model
+    kept = set(model.state_dict())
+    lost = [k for k in info["missing_keys"] if k in kept]
+    if lost:
+        raise OSError(f"{path} lacks weights of modules that are not dropped: {lost[:3]}")
+    return model
+
+
 class DroppedForCausalLM:
     """`AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` lands here."""
 
@@ -78,8 +98,7 @@ class DroppedForCausalLM:
 
         kwargs.pop("trust_remote_code", None)
         config = config or AutoConfig.from_pretrained(path)
-        # the stock class initialises the absent (dropped) weights; they are replaced right after
-        model = stock_class(config).from_pretrained(path, *args, config=config, **kwargs)
-        if getattr(model.config, "drop_sites", None) is None:  # transformers registered us for the
-            return model  # whole config class in this process: a checkpoint without drops is stock
-        return apply_drops(model, model.config)
+        # the stock class initialises the absent (dropped) weights; they are replaced right after.
+        # Without drop_sites transformers registered us for the whole config class in this
+        # process: a checkpoint without drops is stock.
+        return load_stock(path, config, *args, **kwargs)

@@ -1,0 +1,135 @@
+"""4-bit weights (W4A16) for full or dropped checkpoints: AWQ or GPTQ through llmcompressor.
+
+The output is a compressed-tensors checkpoint that reloads with
+`AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` like any other, on CPU too.
+AWQ smooths each norm -> projection pair; a layer whose attention or MLP was dropped has no such
+pair any more, so its mappings are resolved here layer by layer and only kept where every module
+still exists (llmcompressor's regex mappings would match across layers and fail).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .errors import RedundancyError
+from .families import family_for
+
+METHODS = ("awq", "gptq")
+# llmcompressor's AWQ registry has no entry for these; the pairs are the same as its OLMo and
+# default ones. GPT-NeoX: only norm -> first projection (its MLP has GELU between the projections).
+_EXTRA_AWQ = {
+    "Olmo2ForCausalLM": [("re:.*v_proj$", ["re:.*o_proj$"]), ("re:.*up_proj$", ["re:.*down_proj$"])],
+    "GPTNeoXForCausalLM": [("re:.*input_layernorm$", ["re:.*query_key_value$"]),
+                           ("re:.*post_attention_layernorm$", ["re:.*dense_h_to_4h$"])],
+}
+
+
+def check_group_size(model: nn.Module, group_size: int) -> None:
+    """Every quantized Linear's input width must be a multiple of the group size."""
+    bad = [(n, m.in_features) for n, m in model.named_modules()
+           if isinstance(m, nn.Linear) and not n.endswith("lm_head") and m.in_features % group_size]
+    if bad:
+        raise RedundancyError(f"{bad[0][0]} has input width {bad[0][1]}, not a multiple of the group size "
+                              f"{group_size}; pass a group size that divides every layer width (e.g. 32)")
+
+
+def awq_mappings(model: nn.Module) -> list:
+    """AWQ mappings with exact module names, one per layer and pair, for the modules still present."""
+    from llmcompressor.modifiers.transform.awq import AWQMapping, get_layer_mappings_from_model
+
+    arch = type(model).__name__
+    pairs = _EXTRA_AWQ.get(arch) or [(m.smooth_layer, m.balance_layers) for m in get_layer_mappings_from_model(model)]
+    layers_path = family_for(model.config).layers
+    modules = dict(model.named_modules())
+    out = []
+    for i in range(len(model.get_submodule(layers_path))):
+        names = [n for n in modules if n.startswith(f"{layers_path}.{i}.")]
+        for smooth, balance in pairs:
+            s = [n for n in names if _match(smooth, n)]
+            b = [[n for n in names if _match(t, n)] for t in balance]
+            if len(s) == 1 and all(b) and _has_weight(modules[s[0]]):
+                out.append(AWQMapping(s[0], [n for group in b for n in group]))
+    if not out:
+        raise RedundancyError(f"AWQ has no smoothing pairs for {arch}; quantize it with --method gptq")
+    return out
+
+
+def _match(target: str, name: str) -> bool:
+    return re.match(target[3:], name) is not None if target.startswith("re:") else target == name
+
+
+def _has_weight(module: nn.Module) -> bool:
+    """A dropped module's norm is an Identity: nothing to fold the AWQ scales into."""
+    return isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+def recipe(model: nn.Module, method: str, group_size: int, n_grid: int = 20) -> list:
+    """The llmcompressor modifiers for W4A16 with `group_size` (symmetric for GPTQ, asymmetric for AWQ)."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+
+    if method not in METHODS:
+        raise RedundancyError(f"unknown quantization method {method!r}; use one of {', '.join(METHODS)}")
+    weights = QuantizationArgs(num_bits=4, type="int", strategy="group", group_size=group_size,
+                               symmetric=method == "gptq")
+    groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
+    if method == "gptq":
+        return [GPTQModifier(config_groups=groups, ignore=["lm_head"])]
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+    return [AWQModifier(mappings=awq_mappings(model), n_grid=n_grid), QuantizationModifier(config_groups=groups, ignore=["lm_head"])]
+
+
+@contextmanager
+def _quiet_cpu_safe(verbose: bool) -> Iterator[None]:
+    """llmcompressor pins cached activations for fast H2D copies; pinning needs a GPU, so it is
+    skipped without one. Its per-module log lines are off unless verbose (its progress bars stay)."""
+    from llmcompressor.pipelines.cache import IntermediatesCache
+    from loguru import logger
+
+    original = IntermediatesCache.pin_memory
+    if not torch.cuda.is_available():
+        IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+    if not verbose:
+        logger.disable("llmcompressor")
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original
+        logger.enable("llmcompressor")
+
+
+def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: int = 128,
+             calibration: str = "prose", n_samples: int = 64, seq_len: int = 128, seed: int = 0,
+             n_grid: int = 20, verbose: bool = False) -> Path:
+    """Quantize checkpoint `src` (dropped or not) to 4-bit weights and save it to `out`.
+
+    Calibration: `n_samples` packed windows of `seq_len` tokens of a calibration set (as scoring).
+    `n_grid`: AWQ's grid of scale exponents per mapping (fewer is faster and coarser).
+    """
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from transformers import AutoTokenizer
+
+    from .calibration import calibration_tokens
+    from .drop import load_any
+
+    src, out = Path(src), Path(out)
+    model, tokenizer = load_any(src), AutoTokenizer.from_pretrained(src)
+    check_group_size(model, group_size)
+    ids = calibration_tokens(calibration, tokenizer, n_samples, seq_len, seed).tokens  # (n, seq_len)
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
+    with _quiet_cpu_safe(verbose):
+        oneshot(model=model, dataset=data, recipe=recipe(model, method, group_size, n_grid),
+                max_seq_length=seq_len, num_calibration_samples=n_samples)
+    model.save_pretrained(out, save_compressed=True)
+    tokenizer.save_pretrained(out)
+    for extra in ("modeling_dropped.py", "checkpoint.json"):
+        if (src / extra).exists():
+            shutil.copy(src / extra, out / extra)
+    return out

@@ -1,0 +1,68 @@
+"""AWQ and GPTQ W4A16 of dropped models: real llmcompressor runs on CPU; outputs reload, evaluate, time."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from _models import tiny_model
+from conftest import make_tokenizer
+from redundancy.drop import DropPlan, load_any, materialize
+from redundancy.errors import RedundancyError
+from redundancy.evaluate import evaluate
+from redundancy.quantize import awq_mappings, check_group_size, quantize
+from redundancy.speed import measure_speed
+
+IDS = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(1))
+PLAN = DropPlan(attn=(2,), mlp=(1,))
+
+
+@pytest.fixture(scope="module")
+def dropped(tmp_path_factory):
+    """A tiny Llama (widths 64 and 128) with layer 2's attention and layer 1's MLP dropped."""
+    root = tmp_path_factory.mktemp("quant")
+    tiny_model("llama", vocab=512).save_pretrained(root / "src")
+    make_tokenizer().save_pretrained(root / "src")
+    return materialize(root / "src", PLAN, root / "dropped")
+
+
+def _bytes(folder):
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+
+
+def test_awq_mappings_skip_dropped_modules(dropped):
+    names = [(m.smooth_layer, tuple(m.balance_layers)) for m in awq_mappings(load_any(dropped))]
+    smooth = [s for s, _ in names]
+    # 4 pairs per full layer: norm->qkv, v->o, norm->gate/up, up->down; layer 2 lost 2, layer 1 lost 2
+    assert len(names) == 4 * 4 - 2 - 2
+    assert not any(s.startswith("model.layers.2.") and ("input_layernorm" in s or "v_proj" in s) for s in smooth)
+    assert not any(s.startswith("model.layers.1.") and ("post_attention" in s or "up_proj" in s) for s in smooth)
+    assert ("model.layers.0.input_layernorm", ("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
+                                               "model.layers.0.self_attn.v_proj")) in names
+
+
+def test_group_size_must_divide_widths(dropped):
+    with pytest.raises(RedundancyError, match="not a multiple of the group size 48"):
+        check_group_size(load_any(dropped), 48)
+
+
+@pytest.mark.parametrize("method", ["awq", "gptq"])
+def test_quantized_dropped_model_reloads_evaluates_and_times(method, dropped, tmp_path):
+    out = quantize(dropped, tmp_path / method, method, group_size=32, n_samples=8, seq_len=32, n_grid=4)
+    ref = load_any(dropped)
+    for model in (load_any(out), AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()):
+        assert type(model.model.layers[2].self_attn).__name__ == "DroppedAttention"
+        assert type(model.model.layers[1].mlp).__name__ == "DroppedMLP"
+        with torch.no_grad():
+            got, want = model(IDS).logits, ref(IDS).logits
+        err = (got - want).norm() / want.norm()  # random weights at 4 bits: large but bounded
+        assert 0 < err < 0.6, f"4-bit logits should be near, not equal to, fp32: relative error {err:.3f}"
+        # every group of 32 weights holds at most 16 distinct values (4 bits), read after reloading
+        w = model.model.layers[0].self_attn.q_proj.weight.detach().reshape(-1, 32)
+        assert max(len(torch.unique(row)) for row in w) <= 16
+    # 4-bit weights with a scale per 32 values: the quantized layers take well under half the bytes
+    assert _bytes(out) < 0.6 * _bytes(dropped)
+    scores = evaluate(model, make_tokenizer(), preset="builtin", batch_size=8, limit=8)
+    assert set(scores) == {"builtin_facts", "builtin_recall"} and all(0 <= v <= 1 for v in scores.values())
+    speed = measure_speed(model, prompt_tokens=16, new_tokens=4, repeats=1)
+    assert speed.tokens_per_s > 0 and speed.kv_cache_bytes > 0
