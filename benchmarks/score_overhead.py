@@ -1,31 +1,82 @@
-"""The scorer's cost over a plain forward pass, on the same model and tokens, in one run.
+"""The scorer's cost over a plain forward pass and the reference procedure, same model and tokens, one run.
 
     python benchmarks/score_overhead.py                      # builtin:tiny final checkpoint, CPU
+    python benchmarks/score_overhead.py --all-families --batch 2 --seq-len 256 --repeats 5
+                                                             # Llama, NeoX (parallel), OLMo-2; small, CPU
     python benchmarks/score_overhead.py --preset llama2-7b --device cuda --dtype bfloat16 \
-        --seq-len 2048 --batch 4                             # random Llama-2-7B shape, on a GPU
+        --seq-len 2048 --batch 4                             # random Llama-2-7B shape, on the H100
+    python benchmarks/score_overhead.py --all-families --size 7b --device cuda --dtype bfloat16 \
+        --seq-len 2048 --batch 4                             # Llama-2-7B, Pythia-6.9B, OLMo-2-7B shapes
 
-Prints tokens/s for: the full model's forward (what users run), the decoder trunk alone (what
-the scorer runs: no LM head), and the scorer (all modules, all metrics); and the ratios.
+Prints tokens/s for: the full model's forward (what users run; the 1.00x baseline), the decoder
+trunk alone (what the scorer runs: no LM head), the scorer (all modules, all metrics), and the
+reference procedure of the study (benchmarks/_reference_scorer.py: batch size 1, one full forward
+per module type, hooks copying activations to the host, fp32 cosines there); the ratios; and the
+largest gap between the reference's and the scorer's per-layer importance (a correctness check).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
+from _reference_scorer import MODULES, reference_importance
 
 import redundancy as rd
 from redundancy._pipeline import DTYPES
 
-PRESETS = {  # random-weight shapes; only speed is measured on them
-    "llama-small": dict(model_type="llama", hidden_size=1024, intermediate_size=2816,
-                        num_hidden_layers=8, num_attention_heads=16, num_key_value_heads=16,
+_7B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32}
+_SMALL = {"hidden_size": 1024, "num_hidden_layers": 8, "num_attention_heads": 16}
+PRESETS = {  # random-weight shapes; only speed (and reference agreement) is measured on them
+    "llama-small": dict(model_type="llama", **_SMALL, intermediate_size=2816, num_key_value_heads=16,
                         vocab_size=32000, max_position_embeddings=4096),
-    "llama2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008,
-                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+    "llama2-7b": dict(model_type="llama", **_7B, intermediate_size=11008, num_key_value_heads=32,
                       vocab_size=32000, max_position_embeddings=4096),
+    "neox-small": dict(model_type="gpt_neox", **_SMALL, intermediate_size=4096, vocab_size=50432,
+                       use_parallel_residual=True, rotary_pct=0.25, max_position_embeddings=2048),
+    "pythia-6.9b": dict(model_type="gpt_neox", **_7B, intermediate_size=16384, vocab_size=50432,
+                        use_parallel_residual=True, rotary_pct=0.25, max_position_embeddings=2048),
+    "olmo2-small": dict(model_type="olmo2", **_SMALL, intermediate_size=2816, num_key_value_heads=16,
+                        vocab_size=100352, max_position_embeddings=4096, rms_norm_eps=1e-6),
+    "olmo2-7b": dict(model_type="olmo2", **_7B, intermediate_size=11008, num_key_value_heads=32,
+                     vocab_size=100352, max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=500000.0),
 }
+FAMILY_PRESETS = {"llama": {"small": "llama-small", "7b": "llama2-7b"},
+                  "neox": {"small": "neox-small", "7b": "pythia-6.9b"},
+                  "olmo2": {"small": "olmo2-small", "7b": "olmo2-7b"}}
+FULL, TRUNK, SCORER, REFERENCE = ("plain forward (full model)", "plain forward (trunk, no LM head)",
+                                  "scorer (3 modules x 4 metrics)", "reference (batch 1, 3 passes, host)")
+
+
+class Contender(NamedTuple):
+    fn: Callable[[], object]
+    repeats: int
+    warmup: int = 2
+
+
+def _args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="tiny", choices=["tiny", *PRESETS])
+    ap.add_argument("--family", choices=list(FAMILY_PRESETS), help="overrides --preset; see --size")
+    ap.add_argument("--all-families", action="store_true", help="llama, neox, olmo2 in sequence, at --size")
+    ap.add_argument("--size", default="small", choices=["small", "7b"], help="with --family/--all-families")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--reference-repeats", type=int, default=3, help="the reference procedure is slow")
+    return ap.parse_args()
+
+
+def _presets(a: argparse.Namespace) -> list[str]:
+    if a.all_families:
+        return [sizes[a.size] for sizes in FAMILY_PRESETS.values()]
+    return [FAMILY_PRESETS[a.family][a.size]] if a.family else [a.preset]
 
 
 def _model(preset: str, device: str, dtype: str):
@@ -40,50 +91,99 @@ def _model(preset: str, device: str, dtype: str):
         return AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype]).eval()
 
 
-def _time_all(fns: dict, device: str, repeats: int) -> dict[str, float]:
-    """Median seconds per call, the contenders interleaved (ABCABC...) so drift hits all alike."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for fn in fns.values():  # warm-up
-        fn(), fn()
+def _sync(device: str) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def _time_all(runs: dict[str, Contender], device: str) -> dict[str, float]:
+    """Median seconds per call, the contenders interleaved (ABCDABCD...) so drift hits all alike;
+    a contender with fewer repeats drops out of the later rounds."""
+    sync = _sync(device)
+    for c in runs.values():  # warm-up
+        for _ in range(c.warmup):
+            c.fn()
     sync()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(max(c.repeats for c in runs.values())):
+        for name, c in runs.items():
+            if r < c.repeats:
+                t0 = time.perf_counter()
+                c.fn()
+                sync()
+                times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="tiny", choices=["tiny", *PRESETS])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=30)
-    a = ap.parse_args()
-    torch.manual_seed(0)
-    model = _model(a.preset, a.device, a.dtype)
-    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq_len), device=a.device)
+def _contenders(model, ids: torch.Tensor, a: argparse.Namespace, last: dict) -> dict[str, Contender]:
+    """The four contenders on the same model and tokens; the scores of the last calls go to `last`."""
     scorer = rd.Scorer(model)
-    with torch.inference_mode():
-        runs = {
-            "plain forward (full model)": lambda: model(input_ids=ids, use_cache=False),
-            "plain forward (trunk, no LM head)": lambda: model.base_model(input_ids=ids, use_cache=False),
-            "scorer (3 modules x 4 metrics)": lambda: scorer.score_batch(ids),
-        }
-        secs = _time_all(runs, a.device, a.repeats)
+    importance = scorer.metric_names.index("importance")
+
+    def score() -> None:
+        last[SCORER] = scorer.score_batch(ids)[..., importance].double().mean(dim=0).cpu()  # (L, 3)
+
+    def reference() -> None:
+        last[REFERENCE] = reference_importance(model, ids)  # (L, 3), host
+    return {FULL: Contender(lambda: model(input_ids=ids, use_cache=False), a.repeats),
+            TRUNK: Contender(lambda: model.base_model(input_ids=ids, use_cache=False), a.repeats),
+            SCORER: Contender(score, a.repeats),
+            REFERENCE: Contender(reference, a.reference_repeats, warmup=1)}
+
+
+def _report(preset: str, model, secs: dict[str, float], a: argparse.Namespace) -> None:
     n_tok = a.batch * a.seq_len
-    base = secs["plain forward (full model)"]
-    print(f"{a.preset} on {a.device} ({torch.cuda.get_device_name() if a.device.startswith('cuda') else 'cpu'}), "
-          f"{a.dtype}, batch {a.batch} x {a.seq_len} tokens, median of {a.repeats}")
+    base = secs[FULL]
+    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
+    print(f"{preset} ({rd.family_for(model.config).describe()}) on {a.device} ({where}), {a.dtype}, "
+          f"batch {a.batch} x {a.seq_len} tokens, median of {a.repeats} (reference: {a.reference_repeats})")
     for name, s in secs.items():
-        print(f"  {name:<36} {n_tok / s:>12,.0f} tokens/s   {s / base:5.2f}x full forward")
-    trunk = secs["plain forward (trunk, no LM head)"]
-    print(f"  scorer / trunk forward: {secs['scorer (3 modules x 4 metrics)'] / trunk:.2f}x")
+        print(f"  {name:<36} {n_tok / s:>12,.0f} tokens/s   {s / base:6.2f}x full forward")
+    print(f"  scorer / trunk forward: {secs[SCORER] / secs[TRUNK]:.2f}x   "
+          f"scorer / full forward: {secs[SCORER] / base:.2f}x   "
+          f"reference / full forward: {secs[REFERENCE] / base:.2f}x")
+    print(f"  reference / scorer: {secs[REFERENCE] / secs[SCORER]:.1f}x (the scorer's speedup over the reference)")
+
+
+def _check(last: dict) -> float:
+    """Print the largest per-layer gap in importance between the reference and the scorer."""
+    gap = (last[REFERENCE] - last[SCORER]).abs().amax(dim=0)  # per module, over layers
+    ref_block = last[REFERENCE][:, 0]
+    print("  check: max |reference - scorer| importance over layers: "
+          + ", ".join(f"{m} {g:.2e}" for m, g in zip(MODULES, gap.tolist()))
+          + f"  (block importance ranges {ref_block.min():.4f}..{ref_block.max():.4f})")
+    return float(gap[0])
+
+
+def bench(preset: str, a: argparse.Namespace) -> dict[str, float]:
+    """Build the model, time the contenders, report; return the timings and the block gap."""
+    torch.manual_seed(0)
+    model = _model(preset, a.device, a.dtype)
+    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq_len), device=a.device)
+    last: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        secs = _time_all(_contenders(model, ids, a, last), a.device)
+    _report(preset, model, secs, a)
+    return {**secs, "block gap": _check(last)}
+
+
+def _summary(results: dict[str, dict[str, float]]) -> None:
+    print("summary (ratios of median times):")
+    print(f"  {'preset':<14} {'scorer/full':>12} {'reference/full':>15} {'reference/scorer':>17} {'block gap':>10}")
+    for preset, r in results.items():
+        print(f"  {preset:<14} {r[SCORER] / r[FULL]:>11.2f}x {r[REFERENCE] / r[FULL]:>14.2f}x "
+              f"{r[REFERENCE] / r[SCORER]:>16.1f}x {r['block gap']:>10.1e}")
+
+
+def main() -> None:
+    a = _args()
+    results = {}
+    for preset in _presets(a):
+        results[preset] = bench(preset, a)
+        gc.collect()  # the model is gone with bench's frame; give its memory back before the next
+        if a.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    if len(results) > 1:
+        _summary(results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from .drop import DropPlan, iterative_order, load_dropped, materialize
 from .errors import (CalibrationError, NonFiniteActivationError, NotFoundError, RedundancyError,
                      SeriesError, StoreError, UnsupportedFamilyError)
 from .families import FAMILIES, Family, family_for
-from .scoring import METRICS, MODULES, Scorer
+from .scoring import METRICS, MODULES, Scorer, score_layerwise
 from .sources import PRESETS, Checkpoint, Series, list_checkpoints, open_series
 
 __version__ = "0.1.0"
@@ -22,7 +22,7 @@ __all__ = [
     "open_series", "Series", "Checkpoint", "list_checkpoints", "PRESETS",
     "calibration_tokens", "Calibration", "CALIBRATION_SETS",
     "Family", "FAMILIES", "family_for",
-    "Scorer", "METRICS", "MODULES",
+    "Scorer", "score_layerwise", "METRICS", "MODULES",
     "score_series", "ScoreSettings", "Events", "load_checkpoint",
     "CubeStore", "open_cube",
     "DropPlan", "materialize", "load_dropped", "iterative_order",

@@ -13,7 +13,7 @@ import torch
 from .calibration import calibration_tokens
 from .cube import CubeStore, make_cell
 from .errors import CalibrationError
-from .scoring import DEFAULT_METRICS, Scorer
+from .scoring import DEFAULT_METRICS, METRICS, Scorer, score_layerwise
 from .sources import Checkpoint, Series
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -31,6 +31,7 @@ class ScoreSettings:
     device: str = "cpu"
     dtype: str = "float32"
     metrics: Sequence[str] = DEFAULT_METRICS
+    layerwise: bool = False  # one decoder layer on the device at a time (models larger than the device)
 
     def calibration(self) -> dict[str, Any]:
         """The settings every cell of one cube must share (see cube.SETTINGS_KEYS)."""
@@ -123,13 +124,19 @@ def _copy_duplicate(store: CubeStore, model: str, ckpt: Checkpoint, datasets: li
     return written
 
 
+def _check_context(config: Any, model_name: str, ckpt: Checkpoint, seq_len: int) -> None:
+    context = getattr(config, "max_position_embeddings", None)
+    if context is not None and seq_len > context:
+        raise CalibrationError(f"--seq-len {seq_len} is longer than {model_name} step {ckpt.step}'s "
+                               f"context of {context} tokens; use --seq-len {context} or less")
+
+
 def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], store: CubeStore,
                       s: ScoreSettings, ev: Events) -> None:
+    if s.layerwise:
+        return _score_checkpoint_layerwise(model_name, ckpt, datasets, store, s, ev)
     model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
-    context = getattr(model.config, "max_position_embeddings", None)
-    if context is not None and s.seq_len > context:
-        raise CalibrationError(f"--seq-len {s.seq_len} is longer than {model_name} step {ckpt.step}'s "
-                               f"context of {context} tokens; use --seq-len {context} or less")
+    _check_context(model.config, model_name, ckpt, s.seq_len)
     scorer = Scorer(model, s.metrics)
     for name in datasets:
         calib = calibration_tokens(name, tokenizer, s.n_samples, s.seq_len, s.seed)
@@ -137,6 +144,27 @@ def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], st
         scores = scorer.score(calib.tokens, s.batch_size, on_batch=ev.batches)
         cell = make_cell(scores, scorer.metric_names, model=model_name, step=ckpt.step, dataset=name,
                          tokens=ckpt.tokens, provenance=_provenance(ckpt, calib.fingerprint, s))
+        if store.write_cell(cell):
+            ev.written.append((ckpt.step, name))
+
+
+def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: list[str], store: CubeStore,
+                                s: ScoreSettings, ev: Events) -> None:
+    """Every calibration set in one sweep over the layers: each layer's weights are read once."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    _check_context(AutoConfig.from_pretrained(ckpt.path), model_name, ckpt, s.seq_len)
+    tokenizer = AutoTokenizer.from_pretrained(ckpt.path)
+    calibs = [calibration_tokens(name, tokenizer, s.n_samples, s.seq_len, s.seed) for name in datasets]
+    ev.dataset("+".join(datasets) + " (layer by layer)", len(datasets) * s.n_samples)
+    scores = score_layerwise(ckpt.path, torch.cat([c.tokens for c in calibs]), s.batch_size, s.device,
+                             DTYPES[s.dtype], s.metrics)  # (len(datasets) * n, L, 3, M)
+    ev.batches(len(datasets) * s.n_samples)
+    names = [METRICS.get(m).name for m in s.metrics]
+    for i, (name, calib) in enumerate(zip(datasets, calibs)):
+        cell = make_cell(scores[i * s.n_samples:(i + 1) * s.n_samples], names, model=model_name,
+                         step=ckpt.step, dataset=name, tokens=ckpt.tokens,
+                         provenance=_provenance(ckpt, calib.fingerprint, s))
         if store.write_cell(cell):
             ev.written.append((ckpt.step, name))
 

@@ -18,7 +18,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_size: int, seed: int,
-                  device: str, dtype: str) -> ScoreSettings:
+                  device: str, dtype: str, layerwise: bool = False) -> ScoreSettings:
     """Validate CLI options into settings; each bad value gets a one-line error."""
     for name in datasets:
         CALIBRATION_SETS.get(name)
@@ -26,7 +26,8 @@ def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_siz
         raise RedundancyError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if samples < 1 or seq_len < 2 or batch_size < 1:
         raise RedundancyError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
-    return ScoreSettings(tuple(dict.fromkeys(datasets)), samples, seq_len, batch_size, seed, device, dtype)
+    return ScoreSettings(tuple(dict.fromkeys(datasets)), samples, seq_len, batch_size, seed, device, dtype,
+                         layerwise=layerwise)
 
 
 def _bars() -> Progress:
@@ -34,9 +35,12 @@ def _bars() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
-def score_command(series_spec, out: Path, settings: ScoreSettings, fetcher=None) -> Events:
+def score_command(series_spec, out: Path, settings: ScoreSettings, fetcher=None, executor: str = "local",
+                  workers: int | None = None) -> Events:
     """Open the series (a spec or a Series) and the store, then score with a checkpoint bar and a
-    batch bar; `fetcher` downloads hub checkpoints."""
+    batch bar; `fetcher` downloads hub checkpoints; executor "ray" runs a Ray task per checkpoint."""
+    if executor not in ("local", "ray"):
+        raise RedundancyError(f"--executor {executor!r} is not one of local, ray")
     store = CubeStore.open(out, settings.calibration())  # refuse a bad --out before any work
     with _bars() as bars:
         train = bars.add_task("preparing series", total=None)
@@ -57,7 +61,13 @@ def score_command(series_spec, out: Path, settings: ScoreSettings, fetcher=None)
             bars.reset(batch, total=n, description=f"samples of {name}")
 
         events = Events(checkpoint=on_ckpt, dataset=on_dataset, batches=lambda n: bars.advance(batch, n))
-        score_series(series, store, settings, events, fetcher)
+        if executor == "ray":  # per-batch progress stays in the workers: checkpoints only
+            from ._ray import score_series_ray
+
+            bars.remove_task(batch)
+            score_series_ray(series, out, settings, events, fetcher=fetcher, num_workers=workers)
+        else:
+            score_series(series, store, settings, events, fetcher)
     console.print(f"{len(events.written)} cells written to {out} "
                   f"({len(series.checkpoints) * len(settings.datasets) - len(events.written)} already there)")
     return events

@@ -1,7 +1,8 @@
 """Scoring: hooks, metrics and the one-pass scorer."""
 from ._hooks import residual_hooks
 from ._metrics import DEFAULT_METRICS, METRICS, MODULES, Metric, TokenStats
+from ._layerwise import score_layerwise
 from ._scorer import Scorer, module_stats
 
-__all__ = ["Scorer", "residual_hooks", "module_stats", "METRICS", "DEFAULT_METRICS", "MODULES",
+__all__ = ["Scorer", "score_layerwise", "residual_hooks", "module_stats", "METRICS", "DEFAULT_METRICS", "MODULES",
            "Metric", "TokenStats"]
