@@ -28,12 +28,18 @@ def score(series: str = typer.Argument(..., help="builtin:tiny or local:DIR (one
           batch_size: int = typer.Option(8, help="windows per forward pass"),
           seed: int = typer.Option(0, help="seed choosing the windows"),
           device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
-          dtype: str = typer.Option("float32", help="float32, bfloat16 or float16")) -> None:
+          dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+          layerwise: bool = typer.Option(False, help="one decoder layer on the device at a time "
+                                         "(models larger than the device)"),
+          executor: str = typer.Option("local", help="local (this process) or ray (a task per checkpoint)"),
+          workers: Optional[int] = typer.Option(None, help="with --executor ray: checkpoints scored at once "
+                                                "(default: as many as the CPUs or GPUs allow)")) -> None:
     """Score every checkpoint of SERIES on every calibration set; finished cells are skipped."""
     from . import _run
     try:
-        _run.score_command(series, out, _run.make_settings(datasets, samples, seq_len, batch_size,
-                                                           seed, device, dtype))
+        _run.score_command(series, out, _run.make_settings(datasets, samples, seq_len, batch_size, seed,
+                                                           device, dtype, layerwise),
+                           executor=executor, workers=workers)
     except RedundancyError as exc:
         _fail(exc)
 
@@ -185,6 +191,69 @@ def crawl(repo: str = typer.Argument(..., help="hub repo id"),
         settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype)
         _run.crawl_command(repo, out, settings, _hub_args(preset, pattern, tokens_per_step, every, steps,
                                                           max_n, token, endpoint), cache_dir, keep, tokenizer)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+@app.command()
+def quantize(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (dropped or not)"),
+             out: Path = typer.Option(..., "--out", "-o", help="folder for the 4-bit checkpoint"),
+             method: str = typer.Option("awq", help="awq or gptq (W4A16, through llmcompressor)"),
+             group_size: int = typer.Option(128, help="weights per scale; must divide every layer width"),
+             calibration: str = typer.Option("prose", help="calibration set"),
+             samples: int = typer.Option(64), seq_len: int = typer.Option(128)) -> None:
+    """Quantize CHECKPOINT to 4-bit weights; the output reloads like any checkpoint (CPU too)."""
+    from . import _run_study
+    try:
+        _run_study.quantize_command(checkpoint, out, method, group_size, calibration, samples, seq_len)
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+def _ks(specs: List[str]) -> dict[str, list[int]]:
+    """['attn=2,4', 'block=4'] -> {'attn': [2, 4], 'block': [4]}."""
+    out = {}
+    for spec in specs:
+        kind, _, counts = spec.partition("=")
+        if kind not in ("attn", "mlp", "block", "joint") or not counts:
+            raise RedundancyError(f"--k {spec!r}: write KIND=K1,K2 with KIND attn, mlp, block or joint")
+        out[kind] = [int(k) for k in counts.split(",")]
+    return out
+
+
+@app.command()
+def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop from (e.g. the final step)"),
+          store: Path = typer.Option(..., help="cube holding its scores"),
+          dataset: str = typer.Option("prose", help="calibration set whose orders to use"),
+          out: Path = typer.Option(..., "--out", "-o", help="folder for models, results, table, figure"),
+          k: List[str] = typer.Option(["attn=2,4,6", "mlp=2,4,6", "block=2,4,6", "joint=4,8"],
+                                      help="plans, e.g. attn=4,8; repeat per kind"),
+          preset: Optional[str] = typer.Option("builtin"), tasks: List[str] = typer.Option([], "--task"),
+          limit: Optional[int] = typer.Option(None), prompt: int = typer.Option(2048),
+          new: int = typer.Option(2048), batch: int = typer.Option(1),
+          quant: List[str] = typer.Option(["awq", "gptq"], help="4-bit methods for the largest Attn-k"),
+          group_size: int = typer.Option(128), device: str = typer.Option("cpu"),
+          model: Optional[str] = typer.Option(None), step: Optional[int] = typer.Option(None)) -> None:
+    """Drop Attn-k / MLP-k / Block-k / Joint-k, evaluate, time, quantize; print and save Table 1."""
+    from . import _run_study
+    from .study import StudySettings
+    try:
+        s = StudySettings(_ks(k), preset or None, tasks, limit, prompt_tokens=prompt, new_tokens=new,
+                          speed_batch=batch, quantize=quant, group_size=group_size, device=device)
+        _run_study.study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
+                                 step if step is not None else _run_study.checkpoint_step(checkpoint))
+    except RedundancyError as exc:
+        _fail(exc)
+
+
+@app.command()
+def table(results: Path = typer.Argument(..., help="a results store (from study or evaluate --out)"),
+          model: Optional[str] = typer.Option(None), step: Optional[int] = typer.Option(None),
+          out: Optional[Path] = typer.Option(None, help="save as OUT.csv and OUT.md")) -> None:
+    """Print the study's Table 1: task scores, average, % of baseline, speedup, gamma; * under 95%."""
+    from . import _run_study
+    try:
+        _run_study.table_command(results, model, step, out)
     except RedundancyError as exc:
         _fail(exc)
 

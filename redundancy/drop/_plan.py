@@ -13,6 +13,12 @@ class DropPlan:
     attn: tuple[int, ...] = ()
     mlp: tuple[int, ...] = ()
     name: str = ""
+    kind: str = "custom"  # attn, mlp, block or joint when made from an order
+
+    @property
+    def n_dropped(self) -> int:
+        """The k of Block-k (layers) for a block plan; otherwise the number of modules dropped."""
+        return len(self.attn) if self.kind == "block" else len(self.attn) + len(self.mlp)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attn", tuple(sorted(set(self.attn))))
@@ -32,10 +38,10 @@ class DropPlan:
         name = f"{ {'attn': 'Attn', 'mlp': 'MLP', 'block': 'Block', 'joint': 'Joint'}[kind]}-{k}"
         if kind == "joint":
             return cls(tuple(int(l) for m, l in first if m == "attn"),
-                       tuple(int(l) for m, l in first if m == "mlp"), name)
+                       tuple(int(l) for m, l in first if m == "mlp"), name, kind)
         layers = tuple(int(l) for l in first)
-        return {"attn": cls(layers, (), name), "mlp": cls((), layers, name),
-                "block": cls(layers, layers, name)}[kind]
+        return {"attn": cls(layers, (), name, kind), "mlp": cls((), layers, name, kind),
+                "block": cls(layers, layers, name, kind)}[kind]
 
     def check(self, n_layers: int) -> None:
         bad = [i for i in self.attn + self.mlp if not 0 <= i < n_layers]

@@ -1,0 +1,109 @@
+"""CLI glue for the study chain: quantize, study, table (printing and saving only; the work is in
+quantize.py, study.py and results.py)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from ._run import _stored_order, console
+from .errors import RedundancyError
+from .results import open_results, results_table
+from .study import StudySettings, run_study
+
+KINDS = ("attn", "mlp", "block", "joint")
+
+
+def quantize_command(checkpoint: Path, out: Path, method: str, group_size: int, calibration: str,
+                     samples: int, seq_len: int) -> Path:
+    from .quantize import quantize
+
+    path = quantize(checkpoint, out, method, group_size, calibration, samples, seq_len)
+    console.print(f"{method.upper()} W4A16 (group size {group_size}) -> {path}")
+    return path
+
+
+def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: StudySettings, model: str, step: int
+                  ) -> Path:
+    """Orders from the cube's last step -> plans -> evaluate, time, quantize -> table and curves."""
+    orders = {kind: _stored_order(store, dataset, kind, "one-shot") for kind in KINDS if s.ks.get(kind)}
+    results = run_study(checkpoint, orders, out, s, model, step, log=console.print)
+    table_command(results, model, step, out / "table")
+    curves(results, model, step, dataset, out / "figures" / "accuracy_vs_dropped")
+    return results
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step in checkpoint.json (written by our sources), else 0."""
+    import json
+
+    meta = checkpoint / "checkpoint.json"
+    return int(json.loads(meta.read_text())["step"]) if meta.exists() else 0
+
+
+def curves(results: Path, model: str, step: int, dataset: str, path: Path) -> list[Path]:
+    import analyses
+
+    row = open_results(results).sel(model=model, step=step)
+    fig = analyses.plots.accuracy_vs_dropped(
+        row, title=f"{model} step {step}: accuracy vs modules dropped (order from {dataset})")
+    made = analyses.save(fig, path)
+    console.print(f"figure: {made[0]}")
+    return made
+
+
+def table_command(results: Path, model: str | None, step: int | None, out: Path | None) -> pd.DataFrame:
+    """Print the Table 1 of one (model, step) (default: the only model, its last step); save CSV + Markdown."""
+    ds = open_results(results)
+    model = model or _only(ds, "model")
+    step = step if step is not None else int(ds.sel(model=model)["step"].values[-1])
+    frame = results_table(ds, model, step)
+    console.print(_rich(frame, f"{model}, step {step} (* under 95% of baseline)"))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out.with_suffix(".csv"))
+        out.with_suffix(".md").write_text(_markdown(frame, f"{model}, step {step}"))
+        console.print(f"table: {out.with_suffix('.csv')}, {out.with_suffix('.md')}")
+    return frame
+
+
+def _only(ds, dim: str) -> str:
+    values = [str(v) for v in ds[dim].values]
+    if len(values) != 1:
+        raise RedundancyError(f"the results hold {len(values)} {dim}s ({', '.join(values)}); pick one with --{dim}")
+    return values[0]
+
+
+def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows: scores x100 (one decimal), speedup, gamma, KV cache in MiB."""
+    tasks = [c for c in frame.columns if c not in ("average", "pct_of_baseline", "speedup", "gamma",
+                                                   "kv_cache_bytes", "kind", "n_dropped", "quant", "below")]
+    header = ["plan", *tasks, "avg", "% base", "speedup", "gamma", "KV MiB"]
+    rows = []
+    for plan, r in frame.iterrows():
+        vals = [100 * r[t] for t in tasks] + [100 * r.get("average", math.nan), r.get("pct_of_baseline", math.nan)]
+        rows.append([f"{plan}{' *' if r['below'] else ''}", *(_fmt(v, 1) for v in vals),
+                     _fmt(r.get("speedup", math.nan), 2), _fmt(r.get("gamma", math.nan), 2),
+                     _fmt(r.get("kv_cache_bytes", math.nan) / 2**20, 2)])
+    return header, rows
+
+
+def _fmt(v: float, digits: int) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _rich(frame: pd.DataFrame, title: str) -> Table:
+    header, rows = _cells(frame)
+    table = Table(*header, title=title)
+    for row, below in zip(rows, frame["below"]):
+        table.add_row(*row, style="red" if below else None)
+    return table
+
+
+def _markdown(frame: pd.DataFrame, title: str) -> str:
+    header, rows = _cells(frame)
+    lines = [f"# {title} (* under 95% of baseline; scores x100)", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"

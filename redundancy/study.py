@@ -1,0 +1,113 @@
+"""The study's chain on one checkpoint: drop plans from orders -> evaluate -> time -> quantize,
+everything into one results store (resumable: finished models and rows are kept)."""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .drop import DropPlan, load_any, materialize
+from .results import BASELINE, open_results, write_results
+
+Order = Sequence  # layers (attn, mlp, block) or (module, layer) pairs (joint), most redundant first
+
+
+@dataclass
+class StudySettings:
+    """Which plans, how to evaluate and time them, and which plans to quantize to 4 bits."""
+
+    ks: dict[str, list[int]] = field(default_factory=lambda: {"attn": [2, 4, 6], "mlp": [2, 4, 6],
+                                                              "block": [2, 4, 6], "joint": [4, 8]})
+    preset: str | None = "builtin"
+    tasks: list[str] = field(default_factory=list)
+    limit: int | None = None
+    eval_batch: int = 16
+    prompt_tokens: int = 2048  # the study's 2048 + 2048; the demo uses less (tiny context)
+    new_tokens: int = 2048
+    speed_batch: int = 1
+    repeats: int = 3
+    quantize: Sequence[str] = ("awq", "gptq")
+    quantize_plans: Sequence[str] = ()  # plan names; default: the largest attention drop
+    group_size: int = 128
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model of the table: a plan (or the baseline), maybe quantized, and where it lives."""
+
+    name: str
+    path: Path
+    kind: str
+    n_dropped: int
+    quant: str = "none"
+
+
+def plans(orders: dict[str, Order], ks: dict[str, list[int]]) -> list[DropPlan]:
+    """DropPlan.from_order for every kind and count asked for (counts past an order's end are skipped)."""
+    return [DropPlan.from_order(kind, orders[kind], k) for kind, counts in ks.items() if kind in orders
+            for k in counts if k <= len(orders[kind])]
+
+
+def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySettings, model: str, step: int,
+              log: Callable[[str], None] = print) -> Path:
+    """Materialize, evaluate and time every plan and the baseline, quantize the chosen plans; returns
+    the results store `out / results.zarr`. Models are kept under `out / models`."""
+    results, models = out / "results.zarr", out / "models"
+    variants = [Variant(BASELINE, Path(checkpoint), BASELINE, 0)]
+    for plan in plans(orders, s.ks):
+        path = _once(models / plan.name, lambda d, p=plan: materialize(checkpoint, p, d))
+        variants.append(Variant(plan.name, path, plan.kind, plan.n_dropped))
+    attn = [v.name for v in variants if v.kind == "attn"]
+    for v in [v for v in variants if v.name in (s.quantize_plans or attn[-1:])]:
+        for method in s.quantize:
+            path = _once(models / f"{v.name}+{method}", lambda d, m=method, src=v.path: _quantize(src, d, m, s))
+            variants.append(Variant(f"{v.name}+{method}", path, v.kind, v.n_dropped, method))
+    for i, v in enumerate(variants):
+        log(f"[{i + 1}/{len(variants)}] evaluate and time {v.name}")
+        if not _done(results, model, step, v.name):
+            _measure(v, results, model, step, s)
+    return results
+
+
+def _quantize(src: Path, dst: Path, method: str, s: StudySettings) -> Path:
+    from .quantize import quantize
+    return quantize(src, dst, method, group_size=s.group_size)
+
+
+def _once(path: Path, make: Callable[[Path], Path]) -> Path:
+    """`make(tmp)`, then rename to `path`: a killed run never leaves half a model. Kept if present."""
+    if (path / "config.json").exists():
+        return path
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)
+    make(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _done(results: Path, model: str, step: int, plan: str) -> bool:
+    """True when the row has every task score and a speed."""
+    if not (results / "zarr.json").exists():
+        return False
+    ds = open_results(results)
+    if plan not in ds["plan"].values or "tokens_per_s" not in ds or "score" not in ds:
+        return False
+    row = ds.sel(plan=plan).reindex(model=[model], step=[step])
+    return bool(row["tokens_per_s"].notnull().all() and row["score"].notnull().all())
+
+
+def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings) -> None:
+    from transformers import AutoTokenizer
+
+    from .evaluate import evaluate
+    from .speed import measure_speed
+
+    lm = load_any(v.path).to(s.device)
+    scores = evaluate(lm, AutoTokenizer.from_pretrained(v.path), s.preset, s.tasks, s.eval_batch, s.limit)
+    speed = measure_speed(lm, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats)
+    write_results(results, model, step, v.name, scores, speed.to_dict(), kind=v.kind, n_dropped=v.n_dropped,
+                  quant=v.quant)
