@@ -118,8 +118,15 @@ def order_command(series_spec: str, store_path: Path, settings_args: dict, steps
     return written
 
 
+# The study chain on builtin:tiny's final step: a few k per kind; prompt + new tokens fit its
+# 256-token context (the study times 2048 + 2048).
+DEMO_STUDY = dict(ks={"attn": [2, 4, 6], "mlp": [2, 4], "block": [2, 4], "joint": [4]}, prompt_tokens=128,
+                  new_tokens=64, speed_batch=4, quant_samples=32, n_grid=10)
+
+
 def demo(out: Path) -> None:
-    """builtin:tiny -> cube on prose, code and math -> iterative orders -> every figure, under `out`."""
+    """builtin:tiny -> cube on prose, code and math -> iterative orders -> every figure -> the study
+    chain (drop, evaluate, time, quantize, Table 1, accuracy curves), under `out`."""
     import numpy as np
 
     import analyses
@@ -138,9 +145,22 @@ def demo(out: Path) -> None:
     arr = {k: np.array([c[k] for c in curve]) for k in ("step", "tokens", "loss")}
     fig = analyses.loss_curve(arr["step"], arr["tokens"], arr["loss"], title="builtin:tiny training loss")
     made += analyses.save(fig, out / "figures" / "loss_curve")
+    made += _demo_study(out)
     console.print(f"cube: {out / 'cube.zarr'}  (open with redundancy.open_cube)")
+    console.print(f"results: {out / 'study' / 'results.zarr'}  (open with redundancy.open_results)")
     for p in made:
         console.print(f"figure: {p}")
+
+
+def _demo_study(out: Path) -> list[Path]:
+    from ._run_study import study_command
+    from .study import StudySettings
+
+    final = open_series("builtin:tiny").checkpoints[-1]
+    console.print(f"study chain on builtin:tiny step {final.step}, orders from prose")
+    study_command(Path(final.path), out / "cube.zarr", "prose", out / "study", StudySettings(**DEMO_STUDY),
+                  "builtin:tiny", final.step)
+    return sorted((out / "study" / "figures").glob("*.p*"))
 
 
 def list_command(repo: str, hub_args: dict) -> list[str]:
@@ -211,22 +231,19 @@ def _stored_order(store: Path | None, dataset: str | None, kind: str, strategy: 
 def evaluate_command(checkpoint: Path, preset: str | None, tasks: list[str], out: Path | None, model_name: str | None,
                      step: int | None, plan: str, batch_size: int, limit: int | None, device: str) -> dict:
     """lm-eval on a (dropped or not) checkpoint; scores printed and, with --out, stored."""
-    import json as _json
+    from transformers import AutoTokenizer
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from ._run_study import checkpoint_step
+    from .drop import load_any
     from .evaluate import evaluate
     from .results import write_results
 
-    if not (checkpoint / "config.json").exists():
-        raise RedundancyError(f"{checkpoint} is not a checkpoint folder (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=True).to(device).eval()
+    model = load_any(checkpoint).to(device)
     scores = evaluate(model, AutoTokenizer.from_pretrained(checkpoint), preset, tasks, batch_size, limit)
     for task, value in scores.items():
         console.print(f"{task:<24} {value:.4f}")
     if out is not None:
-        meta = checkpoint / "checkpoint.json"
-        step = step if step is not None else (_json.loads(meta.read_text())["step"] if meta.exists() else 0)
+        step = step if step is not None else checkpoint_step(checkpoint)
         res = write_results(out, model_name or checkpoint.resolve().name, step, plan, scores)
         console.print(f"average {float(res['average'].sel(plan=plan).max()):.4f}; stored in {out}")
     return scores

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -47,12 +48,23 @@ def evaluate(model: nn.Module, tokenizer: Any, preset: str | None = "builtin", t
     for task, s in spec.items():
         by_shots[s["shots"]].append(_local_config(task) or task)
     scores = {}
+    manager = _task_manager(any(isinstance(t, str) for tasks in by_shots.values() for t in tasks))
     for shots, task_list in by_shots.items():
-        out = simple_evaluate(model=lm, tasks=task_list, num_fewshot=shots, limit=limit, log_samples=False)
+        out = simple_evaluate(model=lm, tasks=task_list, num_fewshot=shots, limit=limit, log_samples=False,
+                              task_manager=manager)
         for task, metrics in out["results"].items():
             if task in spec:
                 scores[task] = _pick(metrics, spec[task]["metric"])
     return scores
+
+
+@lru_cache(maxsize=2)
+def _task_manager(defaults: bool):
+    """lm-eval indexes its ~13k task YAMLs when a TaskManager is made (about 10 s): made once per
+    process, and without that index when only built-in (dict-configured) tasks run."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=defaults)
 
 
 def _pick(metrics: dict[str, Any], metric: str | None) -> float:

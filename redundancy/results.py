@@ -21,6 +21,7 @@ import xarray as xr
 BASELINE = "baseline"
 SPEED_VARS = ("tokens_per_s", "seconds", "kv_cache_bytes", "peak_memory_bytes")
 ROW = ("model", "step", "plan")
+KIND_ORDER = ("baseline", "block", "mlp", "attn", "joint", "custom")  # the study's Table 1 order
 
 
 def _row(model: str, step: int, plan: str, scores: dict[str, float] | None, speed: dict[str, Any] | None,
@@ -99,5 +100,7 @@ def results_table(ds: xr.Dataset, model: str, step: int, threshold: float = 95.0
     frame["below"] = frame.get("pct_of_baseline", pd.Series(100.0, index=frame.index)) < threshold
     frame = frame.dropna(how="all", subset=[c for c in frame.columns if c not in ("kind", "n_dropped", "quant", "below")])
     frame["n_dropped"] = frame["n_dropped"].astype(int)
-    keys = frame.assign(_b=frame.index != BASELINE, _q=frame["quant"] != "none")
-    return frame.loc[keys.sort_values(["_b", "kind", "n_dropped", "_q", "quant"]).index]
+    rank = {k: i for i, k in enumerate(KIND_ORDER)}
+    keys = frame.assign(_b=frame.index != BASELINE, _k=frame["kind"].map(lambda k: rank.get(k, len(rank))),
+                        _q=frame["quant"] != "none")
+    return frame.loc[keys.sort_values(["_b", "_k", "n_dropped", "_q", "quant"]).index]

@@ -31,6 +31,8 @@ class StudySettings:
     quantize: Sequence[str] = ("awq", "gptq")
     quantize_plans: Sequence[str] = ()  # plan names; default: the largest attention drop
     group_size: int = 128
+    quant_samples: int = 64  # calibration windows for AWQ / GPTQ
+    n_grid: int = 20  # AWQ's scale grid per mapping
     device: str = "cpu"
 
 
@@ -74,7 +76,7 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
 
 def _quantize(src: Path, dst: Path, method: str, s: StudySettings) -> Path:
     from .quantize import quantize
-    return quantize(src, dst, method, group_size=s.group_size)
+    return quantize(src, dst, method, group_size=s.group_size, n_samples=s.quant_samples, n_grid=s.n_grid)
 
 
 def _once(path: Path, make: Callable[[Path], Path]) -> Path:

@@ -1,34 +1,59 @@
-"""lm-eval on builtin:tiny: dropping modules costs accuracy on its learnable task; results stored."""
+"""The demo's study chain on builtin:tiny: dropping costs accuracy on its learned task, the results
+store holds speed and KV cache, and `redundancy table` prints and saves Table 1."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from typer.testing import CliRunner
 
 from redundancy.cli import app
 from redundancy.results import open_results
-from redundancy.sources import open_series
 
 
-def test_dropping_costs_accuracy(demo_dir, tmp_path):
-    final = open_series("builtin:tiny").checkpoints[-1].path  # trained by the demo fixture
-    results = tmp_path / "results.zarr"
-    runs = [("baseline", None)] + [(f"{name}-{k}", ["--kind", name.lower(), "--k", str(k)])
-                                   for name, k in [("Block", 2), ("Block", 6), ("MLP", 6), ("Attn", 6)]]
-    for plan, drop in runs:
-        target = final
-        if drop:
-            target = tmp_path / plan
-            r = CliRunner().invoke(app, ["drop", str(final), "--out", str(target), *drop,
-                                         "--store", str(demo_dir / "cube.zarr"), "--dataset", "prose"])
-            assert r.exit_code == 0, r.output
-        r = CliRunner().invoke(app, ["evaluate", str(target), "--out", str(results), "--plan", plan,
-                                     "--model", "builtin:tiny", "--step", "300"])
-        assert r.exit_code == 0, r.output
-    res = open_results(results).sel(model="builtin:tiny", step=300)
-    facts = res["score"].sel(task="builtin_facts")
+def _row(demo_dir):
+    return open_results(demo_dir / "study" / "results.zarr").sel(model="builtin:tiny", step=300)
+
+
+def test_dropping_costs_accuracy(demo_dir):
+    facts = _row(demo_dir)["score"].sel(task="builtin_facts")
     assert facts.sel(plan="baseline") > 0.3  # learned: chance is 1/8
-    for plan in ("Block-6", "MLP-6", "Attn-6"):  # 6 of 8 gone: the memorised facts suffer
+    for plan in ("Block-4", "Attn-6"):  # half the layers or 6 of 8 attentions gone: the facts suffer
         assert facts.sel(plan=plan) < facts.sel(plan="baseline") - 0.1, plan
-    assert facts.sel(plan="Block-2") > facts.sel(plan="Block-6")  # more dropped, less kept
-    np.testing.assert_allclose(res["pct_of_baseline"].sel(plan="baseline"), 100.0)
-    assert set(res["task"].values) == {"builtin_facts", "builtin_recall"}
+    assert facts.sel(plan="Block-2") > facts.sel(plan="Block-4")  # more dropped, less kept
+    assert facts.sel(plan="Attn-2") > facts.sel(plan="Attn-6")
+
+
+def test_results_hold_speed_kv_cache_and_quantized_plans(demo_dir):
+    row = _row(demo_dir)
+    kv = row["kv_cache_bytes"]
+    # builtin:tiny has 8 attention layers: the cache holds exactly the kept ones
+    np.testing.assert_allclose(kv.sel(plan="Attn-6") / kv.sel(plan="baseline"), 2 / 8)
+    np.testing.assert_allclose(kv.sel(plan="Block-2") / kv.sel(plan="baseline"), 6 / 8)
+    np.testing.assert_allclose(kv.sel(plan="MLP-4"), kv.sel(plan="baseline"))
+    assert float(row["speedup"].sel(plan="baseline")) == 1.0 and bool((row["tokens_per_s"] > 0).all())
+    assert {"Attn-6+awq", "Attn-6+gptq"} <= set(row["plan"].values)
+    assert row["quant"].sel(plan="Attn-6+awq") == "awq" and row["n_dropped"].sel(plan="Attn-6+gptq") == 6
+    assert row["score"].sel(plan=["Attn-6+awq", "Attn-6+gptq"]).notnull().all()
+    gamma = row["gamma"].sel(plan="Attn-6")  # (average drop %) / (speedup %), as the study defines it
+    drop = 100 - float(row["pct_of_baseline"].sel(plan="Attn-6"))
+    np.testing.assert_allclose(gamma, drop / (100 * (float(row["speedup"].sel(plan="Attn-6")) - 1)))
+
+
+def test_table_command_prints_and_saves(demo_dir, tmp_path):
+    r = CliRunner().invoke(app, ["table", str(demo_dir / "study" / "results.zarr"), "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    frame = pd.read_csv(tmp_path / "t.csv", index_col=0)
+    assert list(frame.index[:1]) == ["baseline"] and frame.loc["baseline", "pct_of_baseline"] == 100.0
+    assert bool(frame.loc["Attn-6", "below"]) and not bool(frame.loc["baseline", "below"])
+    md = (tmp_path / "t.md").read_text()
+    assert "| Attn-6 * |" in md and "| baseline |" in md and "speedup" in md
+    assert "Attn-6 *" in r.output
+
+
+def test_table_with_two_models_asks_which(demo_dir, tmp_path):
+    from redundancy.results import write_results
+    store = tmp_path / "r.zarr"
+    for model in ("a", "b"):
+        write_results(store, model, 0, "baseline", {"t": 0.5})
+    r = CliRunner().invoke(app, ["table", str(store)])
+    assert r.exit_code == 1 and "2 models (a, b); pick one with --model" in r.output

@@ -104,7 +104,7 @@ def test_bad_plans(tok, tmp_path):
         materialize(tmp_path / "src", DropPlan(attn=(9,)), tmp_path / "x")
     with pytest.raises(RedundancyError, match="cannot drop the attention of layer 0"):
         materialize(tmp_path / "src", DropPlan(attn=(0,)), tmp_path / "x")
-    assert DropPlan.from_order("joint", [("attn", 3), ("mlp", 2), ("attn", 1)], 2) == DropPlan((3,), (2,), "Joint-2")
+    assert DropPlan.from_order("joint", [("attn", 3), ("mlp", 2), ("attn", 1)], 2) == DropPlan((3,), (2,), "Joint-2", "joint")
 
 
 def test_drop_cli_from_a_stored_order(local_series, tmp_path):

@@ -63,6 +63,6 @@ def test_quantized_dropped_model_reloads_evaluates_and_times(method, dropped, tm
     # 4-bit weights with a scale per 32 values: the quantized layers take well under half the bytes
     assert _bytes(out) < 0.6 * _bytes(dropped)
     scores = evaluate(model, make_tokenizer(), preset="builtin", batch_size=8, limit=8)
-    assert set(scores) == {"builtin_facts", "builtin_recall"} and all(0 <= v <= 1 for v in scores.values())
+    assert set(scores) == {"builtin_facts"} and 0 <= scores["builtin_facts"] <= 1
     speed = measure_speed(model, prompt_tokens=16, new_tokens=4, repeats=1)
     assert speed.tokens_per_s > 0 and speed.kv_cache_bytes > 0
