@@ -66,3 +66,23 @@ def test_quantized_dropped_model_reloads_evaluates_and_times(method, dropped, tm
     assert set(scores) == {"builtin_facts"} and 0 <= scores["builtin_facts"] <= 1
     speed = measure_speed(model, prompt_tokens=16, new_tokens=4, repeats=1)
     assert speed.tokens_per_s > 0 and speed.kv_cache_bytes > 0
+
+
+def test_cli_refuses_a_group_size_that_does_not_divide_the_widths(dropped, tmp_path):
+    from typer.testing import CliRunner
+
+    from redundancy.cli import app
+
+    r = CliRunner().invoke(app, ["quantize", str(dropped), "--group-size", "48", "--out", str(tmp_path / "q")])
+    assert r.exit_code == 1 and "not a multiple of the group size 48" in r.output
+    assert not (tmp_path / "q").exists()
+
+
+def test_cli_study_rejects_a_bad_plan_spec(dropped, tmp_path):
+    from typer.testing import CliRunner
+
+    from redundancy.cli import app
+
+    r = CliRunner().invoke(app, ["study", str(dropped), "--store", str(tmp_path / "c.zarr"), "--out",
+                                 str(tmp_path / "s"), "--k", "heads=4"])
+    assert r.exit_code == 1 and "write KIND=K1,K2 with KIND attn, mlp, block or joint" in r.output
