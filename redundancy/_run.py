@@ -121,7 +121,7 @@ def order_command(series_spec: str, store_path: Path, settings_args: dict, steps
 # The study chain on builtin:tiny's final step: a few k per kind; prompt + new tokens fit its
 # 256-token context (the study times 2048 + 2048).
 DEMO_STUDY = dict(ks={"attn": [2, 4, 6], "mlp": [2, 4], "block": [2, 4], "joint": [4]}, prompt_tokens=128,
-                  new_tokens=64, speed_batch=4, quant_samples=32, n_grid=10)
+                  new_tokens=64, speed_batch=4, repeats=5, quant_samples=32, n_grid=10)
 
 
 def demo(out: Path) -> None:
