@@ -171,7 +171,7 @@ def list_command(repo: str, hub_args: dict) -> list[str]:
 
 
 def crawl_command(repo: str, out: Path, settings: ScoreSettings, hub_args: dict, cache_dir: Path | None,
-                  keep: bool, tokenizer: str | None) -> Events:
+                  keep: bool, tokenizer: str | None, executor: str = "local", workers: int | None = None) -> Events:
     """List, select, then download-and-score each checkpoint into the cube (resumable)."""
     from .sources._crawl import fetcher, hub_series
 
@@ -180,7 +180,8 @@ def crawl_command(repo: str, out: Path, settings: ScoreSettings, hub_args: dict,
     dups = sum(c.duplicate_of is not None for c in series.checkpoints)
     console.print(f"{repo}: {len(series.checkpoints)} checkpoints selected ({dups} byte-identical to an earlier one)")
     return score_command(series, out, settings,
-                         fetcher(cache_dir, hub_args.get("token"), hub_args.get("endpoint"), keep, tokenizer))
+                         fetcher(cache_dir, hub_args.get("token"), hub_args.get("endpoint"), keep, tokenizer),
+                         executor, workers)
 
 
 def drop_command(checkpoint: Path, out: Path, attn: str, mlp: str, block: str, kind: str | None, k: int | None,

@@ -184,13 +184,17 @@ def crawl(repo: str = typer.Argument(..., help="hub repo id"),
           device: str = typer.Option("cpu"), dtype: str = typer.Option("bfloat16"),
           cache_dir: Optional[Path] = typer.Option(None, help="hub cache (default: HF_HUB_CACHE)"),
           keep: bool = typer.Option(False, help="keep each checkpoint in the cache after scoring"),
-          tokenizer: Optional[str] = typer.Option(None, help="tokenizer repo or folder (Megatron histories)")) -> None:
+          tokenizer: Optional[str] = typer.Option(None, help="tokenizer repo or folder (Megatron histories)"),
+          layerwise: bool = typer.Option(False, help="one decoder layer on the device at a time"),
+          executor: str = typer.Option("local", help="local or ray (a task per checkpoint: download and score)"),
+          workers: Optional[int] = typer.Option(None, help="with --executor ray: checkpoints at once")) -> None:
     """Score the selected checkpoints of a hub history into the cube; finished steps are skipped."""
     from . import _run
     try:
-        settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype)
+        settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype, layerwise)
         _run.crawl_command(repo, out, settings, _hub_args(preset, pattern, tokens_per_step, every, steps,
-                                                          max_n, token, endpoint), cache_dir, keep, tokenizer)
+                                                          max_n, token, endpoint), cache_dir, keep, tokenizer,
+                           executor, workers)
     except RedundancyError as exc:
         _fail(exc)
 

@@ -109,6 +109,19 @@ def test_crawl_equals_local_scoring(hub_root, env):
     assert not list((env / "hfcache").rglob("*.safetensors"))  # released after scoring
 
 
+def test_crawl_on_ray_workers_equals_the_local_crawl(hub_root, env):
+    """--executor ray: each worker downloads and scores its own checkpoints from the (local) hub."""
+    with FakeHub(hub_root) as hub:
+        for name, extra in (("one.zarr", []), ("ray.zarr", ["--executor", "ray", "--workers", "2"])):
+            code, out = run("crawl", "EleutherAI/pythia-tiny", "--preset", "pythia", "--endpoint", hub.endpoint,
+                            "--out", env / name, *FAST, *extra)
+            assert code == 0, out
+    a, b = open_cube(env / "one.zarr"), open_cube(env / "ray.zarr")
+    np.testing.assert_array_equal(a.importance.values, b.importance.values)
+    assert b.duplicate_of.sel(step=16).item() == "4"
+    assert not list((env / "hfcache").rglob("*.safetensors"))  # each worker released what it scored
+
+
 def test_map_neo_crawl_never_downloads_optimizer(hub_root, env):
     with FakeHub(hub_root) as hub:
         code, out = run("crawl", "m-a-p/neo_tiny_intermediate", "--preset", "map-neo", "--endpoint", hub.endpoint,
