@@ -110,6 +110,7 @@ def one_shot_vs_iterative(order: xr.DataArray, *, title: str, modules=("block", 
     return fig
 
 
+QUANT_MARKERS = {"awq": "D", "gptq": "s"}  # open diamond, open square
 KIND_LABELS = {"attn": "Attn-k (attention)", "mlp": "MLP-k", "block": "Block-k (whole layers)",
                "joint": "Joint-k (attention or MLP)"}
 
@@ -128,7 +129,8 @@ def accuracy_vs_dropped(row: xr.Dataset, *, title: str, metric: str = "average",
             line, = ax.plot([0, *sel["n_dropped"].values], [base, *sel[metric].values], "o-", label=label)
             q = row.where((row["kind"] == kind) & (row["quant"] != "none"), drop=True)
             for plan in q["plan"].values if q.sizes.get("plan", 0) else []:
-                ax.scatter(q["n_dropped"].sel(plan=plan), q[metric].sel(plan=plan), s=70, facecolors="none",
+                ax.scatter(q["n_dropped"].sel(plan=plan), q[metric].sel(plan=plan), s=90, facecolors="none",
+                           marker=QUANT_MARKERS.get(str(q["quant"].sel(plan=plan).item()), "o"),
                            edgecolors=line.get_color(), label=f"{plan} (4-bit)")
     ax.axhline(base * threshold / 100, ls="--", c="grey", lw=1, label=f"{threshold:g}% of baseline")
     ax.set_xlabel("modules dropped (k; Block-k: layers)")
