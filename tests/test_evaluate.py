@@ -34,9 +34,22 @@ def test_results_hold_speed_kv_cache_and_quantized_plans(demo_dir):
     assert {"Attn-6+awq", "Attn-6+gptq"} <= set(row["plan"].values)
     assert row["quant"].sel(plan="Attn-6+awq") == "awq" and row["n_dropped"].sel(plan="Attn-6+gptq") == 6
     assert row["score"].sel(plan=["Attn-6+awq", "Attn-6+gptq"]).notnull().all()
-    gamma = row["gamma"].sel(plan="Attn-6")  # (average drop %) / (speedup %), as the study defines it
-    drop = 100 - float(row["pct_of_baseline"].sel(plan="Attn-6"))
-    np.testing.assert_allclose(gamma, drop / (100 * (float(row["speedup"].sel(plan="Attn-6")) - 1)))
+    # CPU timings of a tiny model are noisy: gamma is checked on fixed speeds in the test below
+    gain = 100 * (row["speedup"] - 1)
+    np.testing.assert_array_equal(row["gamma"].isnull(), ~(gain > 0))
+
+
+def test_gamma_as_the_study_defines_it(tmp_path):
+    """gamma = (average drop in %) / (speedup in %); undefined where nothing is gained."""
+    from redundancy.results import write_results
+    store = tmp_path / "r.zarr"
+    write_results(store, "m", 0, "baseline", {"t": 0.70}, {"tokens_per_s": 100.0})
+    write_results(store, "m", 0, "Attn-8", {"t": 0.69}, {"tokens_per_s": 123.0}, kind="attn", n_dropped=8)
+    res = write_results(store, "m", 0, "MLP-8", {"t": 0.5}, {"tokens_per_s": 95.0}, kind="mlp", n_dropped=8)
+    row = res.sel(model="m", step=0)
+    np.testing.assert_allclose(row["speedup"].sel(plan="Attn-8"), 1.23)
+    np.testing.assert_allclose(row["gamma"].sel(plan="Attn-8"), (100 * 0.01 / 0.70) / 23)
+    assert row["gamma"].sel(plan="MLP-8").isnull() and row["n_dropped"].sel(plan="MLP-8") == 8
 
 
 def test_table_command_prints_and_saves(demo_dir, tmp_path):
@@ -50,7 +63,7 @@ def test_table_command_prints_and_saves(demo_dir, tmp_path):
     assert "Attn-6 *" in r.output
 
 
-def test_table_with_two_models_asks_which(demo_dir, tmp_path):
+def test_table_with_two_models_asks_which(tmp_path):
     from redundancy.results import write_results
     store = tmp_path / "r.zarr"
     for model in ("a", "b"):
