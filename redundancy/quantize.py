@@ -8,7 +8,6 @@ still exists (llmcompressor's regex mappings would match across layers and fail)
 """
 from __future__ import annotations
 
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +40,7 @@ def check_group_size(model: nn.Module, group_size: int) -> None:
 
 def awq_mappings(model: nn.Module) -> list:
     """AWQ mappings with exact module names, one per layer and pair, for the modules still present."""
+    from compressed_tensors.utils import match_name  # how llmcompressor itself reads "re:" targets
     from llmcompressor.modifiers.transform.awq import AWQMapping, get_layer_mappings_from_model
 
     arch = type(model).__name__
@@ -51,17 +51,13 @@ def awq_mappings(model: nn.Module) -> list:
     for i in range(len(model.get_submodule(layers_path))):
         names = [n for n in modules if n.startswith(f"{layers_path}.{i}.")]
         for smooth, balance in pairs:
-            s = [n for n in names if _match(smooth, n)]
-            b = [[n for n in names if _match(t, n)] for t in balance]
+            s = [n for n in names if match_name(n, smooth)]
+            b = [[n for n in names if match_name(n, t)] for t in balance]
             if len(s) == 1 and all(b) and _has_weight(modules[s[0]]):
                 out.append(AWQMapping(s[0], [n for group in b for n in group]))
     if not out:
         raise RedundancyError(f"AWQ has no smoothing pairs for {arch}; quantize it with --method gptq")
     return out
-
-
-def _match(target: str, name: str) -> bool:
-    return re.match(target[3:], name) is not None if target.startswith("re:") else target == name
 
 
 def _has_weight(module: nn.Module) -> bool:
