@@ -1,9 +1,10 @@
 """The `redundancy` command: thin, every step is a library call."""
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -18,7 +19,20 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
-@app.command()
+def command(name: str | None = None) -> Callable[[Callable], Callable]:
+    """`app.command`, with any RedundancyError printed as one red line and exit code 1."""
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)  # typer reads the options from the wrapped signature
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except RedundancyError as exc:
+                _fail(exc)
+        return app.command(name)(run)
+    return register
+
+
+@command()
 def score(series: str = typer.Argument(..., help="builtin:tiny or local:DIR (one checkpoint per step)"),
           out: Path = typer.Option(..., "--out", "-o", help="cube store (zarr folder) to write into"),
           datasets: List[str] = typer.Option(["prose", "code", "math"], "--dataset", "-d",
@@ -36,42 +50,33 @@ def score(series: str = typer.Argument(..., help="builtin:tiny or local:DIR (one
                                                 "(default: as many as the CPUs or GPUs allow)")) -> None:
     """Score every checkpoint of SERIES on every calibration set; finished cells are skipped."""
     from . import _run
-    try:
-        _run.score_command(series, out, _run.make_settings(datasets, samples, seq_len, batch_size, seed,
-                                                           device, dtype, layerwise),
-                           executor=executor, workers=workers)
-    except RedundancyError as exc:
-        _fail(exc)
+    _run.score_command(series, out, _run.make_settings(datasets, samples, seq_len, batch_size, seed,
+                                                       device, dtype, layerwise),
+                       executor=executor, workers=workers)
 
 
-@app.command()
+@command()
 def heatmap(store: Path = typer.Argument(..., help="a cube store"),
             out: Optional[Path] = typer.Option(None, help="folder for the figures (default STORE/../figures)"),
             metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
     """Draw step x layer heatmaps per module, layer 0 apart, one figure per model and dataset."""
     from . import _run
-    try:
-        for path in _run.heatmaps(store, out or store.parent / "figures", metric):
-            typer.echo(path)
-    except RedundancyError as exc:
-        _fail(exc)
+    for path in _run.heatmaps(store, out or store.parent / "figures", metric):
+        typer.echo(path)
 
 
-@app.command()
+@command()
 def figures(store: Path = typer.Argument(..., help="a cube store"),
             out: Path = typer.Option(..., "--out", "-o", help="folder for the figures"),
             metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
     """Draw every figure: heatmaps, per-layer lines, order grids, sample counts, dataset agreement,
     one-shot vs iterative (where orders are stored)."""
     from . import _run
-    try:
-        paths = _run.figures(store, out, metric)
-        typer.echo(f"{len(paths)} files in {out}")
-    except RedundancyError as exc:
-        _fail(exc)
+    paths = _run.figures(store, out, metric)
+    typer.echo(f"{len(paths)} files in {out}")
 
 
-@app.command()
+@command()
 def order(series: str = typer.Argument(..., help="the series the store was scored from"),
           out: Path = typer.Option(..., "--out", "-o", help="the cube store"),
           iterative: bool = typer.Option(True, help="also compute the iterative order (drop, re-score)"),
@@ -83,27 +88,21 @@ def order(series: str = typer.Argument(..., help="the series the store was score
           dtype: str = typer.Option("float32")) -> None:
     """Store one-shot and iterative dropping orders next to the scores (variable drop_order)."""
     from . import _run
-    try:
-        if not iterative:
-            raise RedundancyError("one-shot orders need no model: use analyses.drop_order on the cube")
-        _run.order_command(series, out, dict(datasets=datasets, batch_size=batch_size, device=device,
-                                             dtype=dtype), steps, modules, metric)
-    except RedundancyError as exc:
-        _fail(exc)
+    if not iterative:
+        raise RedundancyError("one-shot orders need no model: use analyses.drop_order on the cube")
+    _run.order_command(series, out, dict(datasets=datasets, batch_size=batch_size, device=device,
+                                         dtype=dtype), steps, modules, metric)
 
 
-@app.command()
+@command()
 def demo(out: Path = typer.Option(Path("out/demo"), help="folder for the cube and figures")) -> None:
     """Train the built-in series (cached), score it on three built-in sets, draw its figures, then
     drop, evaluate, time and quantize its final step (Table 1 and accuracy curve)."""
     from . import _run
-    try:
-        _run.demo(out)
-    except RedundancyError as exc:
-        _fail(exc)
+    _run.demo(out)
 
 
-@app.command()
+@command()
 def drop(checkpoint: Path = typer.Argument(..., help="a Hugging Face checkpoint folder"),
          out: Path = typer.Option(..., "--out", "-o", help="folder for the dropped checkpoint"),
          attn: str = typer.Option("", help="attention layers to drop, e.g. 3,5,7"),
@@ -117,13 +116,10 @@ def drop(checkpoint: Path = typer.Argument(..., help="a Hugging Face checkpoint 
     """Write CHECKPOINT without the dropped modules: loads with AutoModelForCausalLM
     (trust_remote_code=True; pure block drops need no custom code)."""
     from . import _run
-    try:
-        _run.drop_command(checkpoint, out, attn, mlp, block, kind, k, store, dataset, strategy)
-    except RedundancyError as exc:
-        _fail(exc)
+    _run.drop_command(checkpoint, out, attn, mlp, block, kind, k, store, dataset, strategy)
 
 
-@app.command("evaluate")
+@command("evaluate")
 def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (dropped or not)"),
               preset: Optional[str] = typer.Option("builtin", help="paper or builtin; '' for none"),
               tasks: List[str] = typer.Option([], "--task", help="more lm-eval task names"),
@@ -135,10 +131,7 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
               device: str = typer.Option("cpu")) -> None:
     """Evaluate with lm-eval in memory: the study's tasks (paper), the built-in ones, or any names."""
     from . import _run
-    try:
-        _run.evaluate_command(checkpoint, preset or None, tasks, out, model, step, plan, batch_size, limit, device)
-    except RedundancyError as exc:
-        _fail(exc)
+    _run.evaluate_command(checkpoint, preset or None, tasks, out, model, step, plan, batch_size, limit, device)
 
 
 def _hub_args(preset, pattern, tokens_per_step, every, steps, max_n, token, endpoint) -> dict:
@@ -156,7 +149,7 @@ TOKEN = typer.Option(None, envvar="HF_TOKEN", help="hub token for gated or priva
 ENDPOINT = typer.Option(None, envvar="HF_ENDPOINT", hidden=True)
 
 
-@app.command("list")
+@command("list")
 def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pythia-160m"),
           preset: Optional[str] = PRESET, pattern: Optional[str] = PATTERN,
           tokens_per_step: Optional[float] = TPS, every: Optional[str] = EVERY,
@@ -164,15 +157,12 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
           endpoint: Optional[str] = ENDPOINT) -> None:
     """List a hub repo's checkpoints (step, tokens, revision, commit, size, duplicates); downloads nothing."""
     from . import _run
-    try:
-        for line in _run.list_command(repo, _hub_args(preset, pattern, tokens_per_step, every, steps,
-                                                      max_n, token, endpoint)):
-            typer.echo(line)
-    except RedundancyError as exc:
-        _fail(exc)
+    for line in _run.list_command(repo, _hub_args(preset, pattern, tokens_per_step, every, steps,
+                                                  max_n, token, endpoint)):
+        typer.echo(line)
 
 
-@app.command()
+@command()
 def crawl(repo: str = typer.Argument(..., help="hub repo id"),
           out: Path = typer.Option(..., "--out", "-o", help="cube store"),
           preset: Optional[str] = PRESET, pattern: Optional[str] = PATTERN,
@@ -191,16 +181,13 @@ def crawl(repo: str = typer.Argument(..., help="hub repo id"),
           workers: Optional[int] = typer.Option(None, help="with --executor ray: checkpoints at once")) -> None:
     """Score the selected checkpoints of a hub history into the cube; finished steps are skipped."""
     from . import _run
-    try:
-        settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype, layerwise)
-        _run.crawl_command(repo, out, settings, _hub_args(preset, pattern, tokens_per_step, every, steps,
-                                                          max_n, token, endpoint), cache_dir, keep, tokenizer,
-                           executor, workers)
-    except RedundancyError as exc:
-        _fail(exc)
+    settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype, layerwise)
+    _run.crawl_command(repo, out, settings, _hub_args(preset, pattern, tokens_per_step, every, steps,
+                                                      max_n, token, endpoint), cache_dir, keep, tokenizer,
+                       executor, workers)
 
 
-@app.command()
+@command()
 def quantize(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (dropped or not)"),
              out: Path = typer.Option(..., "--out", "-o", help="folder for the 4-bit checkpoint"),
              method: str = typer.Option("awq", help="awq or gptq (W4A16, through llmcompressor)"),
@@ -209,10 +196,7 @@ def quantize(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (d
              samples: int = typer.Option(64), seq_len: int = typer.Option(128)) -> None:
     """Quantize CHECKPOINT to 4-bit weights; the output reloads like any checkpoint (CPU too)."""
     from . import _run_study
-    try:
-        _run_study.quantize_command(checkpoint, out, method, group_size, calibration, samples, seq_len)
-    except RedundancyError as exc:
-        _fail(exc)
+    _run_study.quantize_command(checkpoint, out, method, group_size, calibration, samples, seq_len)
 
 
 def _ks(specs: List[str]) -> dict[str, list[int]]:
@@ -226,7 +210,7 @@ def _ks(specs: List[str]) -> dict[str, list[int]]:
     return out
 
 
-@app.command()
+@command()
 def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop from (e.g. the final step)"),
           store: Path = typer.Option(..., help="cube holding its scores"),
           dataset: str = typer.Option("prose", help="calibration set whose orders to use"),
@@ -242,25 +226,19 @@ def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop fr
     """Drop Attn-k / MLP-k / Block-k / Joint-k, evaluate, time, quantize; print and save Table 1."""
     from . import _run_study
     from .study import StudySettings
-    try:
-        s = StudySettings(_ks(k), preset or None, tasks, limit, prompt_tokens=prompt, new_tokens=new,
-                          speed_batch=batch, quantize=quant, group_size=group_size, device=device)
-        _run_study.study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
-                                 step if step is not None else _run_study.checkpoint_step(checkpoint))
-    except RedundancyError as exc:
-        _fail(exc)
+    s = StudySettings(_ks(k), preset or None, tasks, limit, prompt_tokens=prompt, new_tokens=new,
+                      speed_batch=batch, quantize=quant, group_size=group_size, device=device)
+    _run_study.study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
+                             step if step is not None else _run_study.checkpoint_step(checkpoint))
 
 
-@app.command()
+@command()
 def table(results: Path = typer.Argument(..., help="a results store (from study or evaluate --out)"),
           model: Optional[str] = typer.Option(None), step: Optional[int] = typer.Option(None),
           out: Optional[Path] = typer.Option(None, help="save as OUT.csv and OUT.md")) -> None:
     """Print the study's Table 1: task scores, average, % of baseline, speedup, gamma; * under 95%."""
     from . import _run_study
-    try:
-        _run_study.table_command(results, model, step, out)
-    except RedundancyError as exc:
-        _fail(exc)
+    _run_study.table_command(results, model, step, out)
 
 
 if __name__ == "__main__":
