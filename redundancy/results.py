@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .errors import StoreError
+
 BASELINE = "baseline"
 SPEED_VARS = ("tokens_per_s", "seconds", "kv_cache_bytes", "peak_memory_bytes")
 ROW = ("model", "step", "plan")
@@ -70,6 +72,9 @@ def _objects(ds: xr.Dataset) -> xr.Dataset:
 
 def open_results(path: str | Path) -> xr.Dataset:
     """The store with `average`, `pct_of_baseline`, `speedup` and `gamma` against the baseline plan."""
+    if not (Path(path) / "zarr.json").exists():
+        raise StoreError(f"{path} is not a results store (no zarr.json); write one with "
+                         "`redundancy study` or `redundancy evaluate --out`")
     ds = _objects(xr.open_zarr(str(path), consolidated=False).load())
     if "score" in ds:
         ds["average"] = ds["score"].mean("task")

@@ -70,3 +70,8 @@ def test_table_with_two_models_asks_which(tmp_path):
         write_results(store, model, 0, "baseline", {"t": 0.5})
     r = CliRunner().invoke(app, ["table", str(store)])
     assert r.exit_code == 1 and "2 models (a, b); pick one with --model" in r.output
+
+
+def test_table_of_a_missing_store_is_one_line(tmp_path):
+    r = CliRunner().invoke(app, ["table", str(tmp_path / "none.zarr")])
+    assert r.exit_code == 1 and "is not a results store (no zarr.json)" in r.output
