@@ -3,8 +3,8 @@
 Each takes labelled arrays and a `dim=` and returns labelled arrays (or a Figure).
 """
 from . import dynamics, orders, plots, samples, stability, strategies
-from .dynamics import corr_with_step, first_step_with_final_set, study_observation, trend
-from .figures import loss_curve, save, step_layer_heatmap
+from .dynamics import corr_with_step, first_step_with_final_set, study_observation, trend, without_flagged
+from .figures import loss_curve, save, step_flags, step_layer_heatmap
 from .orders import drop_order, drop_sets, joint_order, random_order, reverse_order
 from .report import draw_all, heatmaps
 from .samples import bootstrap_interval, prefix_means, samples_for_same_drop_set
@@ -15,7 +15,8 @@ __all__ = [
     "drop_order", "joint_order", "reverse_order", "random_order", "drop_sets",
     "rank_correlation", "pairwise", "jaccard", "drop_set_overlap",
     "prefix_means", "bootstrap_interval", "samples_for_same_drop_set",
-    "corr_with_step", "first_step_with_final_set", "trend", "study_observation",
+    "corr_with_step", "first_step_with_final_set", "trend", "study_observation", "without_flagged",
+    "step_flags",
     "strategy_agreement", "describe",
     "step_layer_heatmap", "loss_curve", "save", "heatmaps", "draw_all",
     "dynamics", "orders", "plots", "samples", "stability", "strategies",

@@ -10,10 +10,28 @@ import xarray as xr
 MODULE_TITLES = {"block": "block", "attn": "attention", "mlp": "MLP"}
 
 
-def _step_labels(da: xr.DataArray) -> list[str]:
+def _step_labels(da: xr.DataArray, flags: xr.DataArray | None = None) -> list[str]:
     tokens = da["tokens"].values if "tokens" in da.coords else [np.nan] * da.sizes["step"]
-    return [f"{s}" if not np.isfinite(t) else f"{s} ({_human(t)} tok)"
-            for s, t in zip(da["step"].values, tokens)]
+    notes = [""] * da.sizes["step"] if flags is None else [
+        f" [{n}]" if n else "" for n in flags.reindex(step=da["step"], fill_value="").values]
+    return [(f"{s}" if not np.isfinite(t) else f"{s} ({_human(t)} tok)") + note
+            for s, t, note in zip(da["step"].values, tokens, notes)]
+
+
+_SHORT = {"identical_to_final": "= final?", "duplicate_of": "copy of {}", "partial_duplicate_of": "shares files",
+          "config_drift": "config drift"}
+
+
+def step_flags(cell: xr.Dataset) -> xr.DataArray:
+    """Short notes per step from a cube's integrity flags (one model and dataset): "" where none."""
+    notes = []
+    for i in range(cell.sizes["step"]):
+        at = cell.isel(step=i)
+        found = [k for k in _SHORT if k in cell and str(at[k].values) not in ("", "nan", "None")]
+        if "identical_to_final" in found:
+            found.remove("duplicate_of") if "duplicate_of" in found else None
+        notes.append(", ".join(_SHORT[k].format(at[k].values) for k in found))
+    return xr.DataArray(np.array(notes, dtype=object), coords={"step": cell["step"].values}, dims="step")
 
 
 def _human(n: float) -> str:
@@ -24,11 +42,12 @@ def _human(n: float) -> str:
 
 
 def step_layer_heatmap(importance: xr.DataArray, *, title: str, metric: str = "importance",
-                       dim: str = "sample") -> plt.Figure:
+                       dim: str = "sample", flags: xr.DataArray | None = None) -> plt.Figure:
     """Heatmaps over (step, layer), one column per module, layer 0 apart on its own colour scale.
 
     `importance` has dims (step, layer, module[, dim]); `dim` is averaged away if present.
-    Layers 1.. share one scale across modules so attention and MLP compare directly.
+    Layers 1.. share one scale across modules so attention and MLP compare directly. `flags`
+    (from `step_flags`) marks suspect steps in brackets after their labels.
     """
     da = importance.mean(dim) if dim in importance.dims else importance
     da = da.dropna("layer", how="all").transpose("step", "layer", "module")
@@ -44,7 +63,7 @@ def step_layer_heatmap(importance: xr.DataArray, *, title: str, metric: str = "i
                              gridspec_kw=dict(width_ratios=ratios, wspace=0.06), squeeze=False)
     for gap in [*axes[0, 2:-3:3], axes[0, -2]]:
         gap.set_visible(False)
-    labels = _step_labels(da)
+    labels = _step_labels(da, flags)
     for i, mod in enumerate(modules):
         ax0, ax = axes[0, 3 * i], axes[0, 3 * i + 1]
         im0 = ax0.imshow(first.sel(module=mod).values[:, None], aspect="auto", cmap="magma",

@@ -6,7 +6,7 @@ from pathlib import Path
 import xarray as xr
 
 from . import plots
-from .figures import save, step_layer_heatmap
+from .figures import save, step_flags, step_layer_heatmap
 from .orders import drop_order
 from .samples import bootstrap_interval
 from .stability import pairwise
@@ -23,7 +23,8 @@ def heatmaps(cube: xr.Dataset, out: Path, metric: str = "importance") -> list[Pa
         for dataset in cube["dataset"].values:
             da = cube[metric].sel(model=model, dataset=dataset).dropna("step", how="all").load()
             title = f"{model}: {metric} per layer and checkpoint, calibration set {dataset}"
-            fig = step_layer_heatmap(da, title=title, metric=metric)
+            flags = step_flags(cube.sel(model=model, dataset=dataset).sel(step=da["step"]))
+            fig = step_layer_heatmap(da, title=title, metric=metric, flags=flags)
             paths += save(fig, out / f"heatmap_{_safe(model)}_{_safe(dataset)}_{metric}")
     return paths
 

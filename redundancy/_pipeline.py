@@ -59,7 +59,7 @@ def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
 
     hf_logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(ckpt.path, dtype=DTYPES[dtype])
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(ckpt.path)
+    return model.to(device).eval(), AutoTokenizer.from_pretrained(ckpt.tokenizer_path or ckpt.path)
 
 
 class Fetcher:
@@ -99,6 +99,9 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
             ready = pending.result()  # the download of step i, started while step i-1 was scored
             pending = pool.submit(fetcher.fetch, todo[i + 1][0]) if i + 1 < len(todo) else None
             ev.checkpoint(ckpt, "scoring")
+            if ready.tokenizer_path is not None:
+                ev.log(f"step {ckpt.step}: {ckpt.revision} has no tokenizer files; using "
+                       f"{ckpt.tokenizer_from or ready.tokenizer_path}'s")
             _score_checkpoint(series.model, ready, missing, store, settings, ev)
             fetcher.release(ready)
             ev.checkpoint(ckpt, "scored")
@@ -117,7 +120,8 @@ def _copy_duplicate(store: CubeStore, model: str, ckpt: Checkpoint, datasets: li
     for d in datasets:
         cell = store.read_cell(model, ckpt.duplicate_of, d)
         cell = cell.assign_coords(step=ckpt.step, tokens=np.float64(np.nan if ckpt.tokens is None else ckpt.tokens))
-        cell["duplicate_of"] = ((), np.array(str(ckpt.duplicate_of), dtype=object))
+        for key, value in ckpt.flags().items():  # the copy's own flags (identical_to_final, ...)
+            cell[key] = ((), np.array(value, dtype=object))
         cell["revision"] = ((), np.array(ckpt.commit or ckpt.revision or "", dtype=object))
         if store.write_cell(cell):
             written.append((ckpt.step, d))
@@ -154,7 +158,7 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
     from transformers import AutoConfig, AutoTokenizer
 
     _check_context(AutoConfig.from_pretrained(ckpt.path), model_name, ckpt, s.seq_len)
-    tokenizer = AutoTokenizer.from_pretrained(ckpt.path)
+    tokenizer = AutoTokenizer.from_pretrained(ckpt.tokenizer_path or ckpt.path)
     calibs = [calibration_tokens(name, tokenizer, s.n_samples, s.seq_len, s.seed) for name in datasets]
     ev.dataset("+".join(datasets) + " (layer by layer)", len(datasets) * s.n_samples)
     scores = score_layerwise(ckpt.path, torch.cat([c.tokens for c in calibs]), s.batch_size, s.device,
@@ -172,5 +176,4 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
 def _provenance(ckpt: Checkpoint, fingerprint: str, s: ScoreSettings) -> dict[str, str]:
     return dict(fingerprint=fingerprint, dtype=s.dtype, device=s.device,
                 revision=ckpt.commit or ckpt.revision or "", package_version=version("redundancy"),
-                duplicate_of="" if ckpt.duplicate_of is None else str(ckpt.duplicate_of),
-                scored_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                **ckpt.flags(), scored_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

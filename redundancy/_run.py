@@ -60,7 +60,8 @@ def score_command(series_spec, out: Path, settings: ScoreSettings, fetcher=None,
         def on_dataset(name: str, n: int) -> None:
             bars.reset(batch, total=n, description=f"samples of {name}")
 
-        events = Events(checkpoint=on_ckpt, dataset=on_dataset, batches=lambda n: bars.advance(batch, n))
+        events = Events(checkpoint=on_ckpt, dataset=on_dataset, batches=lambda n: bars.advance(batch, n),
+                        log=lambda msg: bars.console.print(msg))
         if executor == "ray":  # per-batch progress stays in the workers: checkpoints only
             from ._ray import score_series_ray
 
@@ -164,7 +165,7 @@ def _demo_study(out: Path) -> list[Path]:
 
 
 def list_command(repo: str, hub_args: dict) -> list[str]:
-    """The table `redundancy list` prints; nothing is downloaded."""
+    """The table `redundancy list` prints; no weights are downloaded."""
     from .sources._crawl import hub_series, table
 
     return table(hub_series(repo, **hub_args).checkpoints)
@@ -173,12 +174,14 @@ def list_command(repo: str, hub_args: dict) -> list[str]:
 def crawl_command(repo: str, out: Path, settings: ScoreSettings, hub_args: dict, cache_dir: Path | None,
                   keep: bool, tokenizer: str | None, executor: str = "local", workers: int | None = None) -> Events:
     """List, select, then download-and-score each checkpoint into the cube (resumable)."""
-    from .sources._crawl import fetcher, hub_series
+    from .sources._crawl import fetcher, hub_series, report
 
     CubeStore.open(out, settings.calibration())  # a bad --out fails before any network call
     series = hub_series(repo, **hub_args)
     dups = sum(c.duplicate_of is not None for c in series.checkpoints)
-    console.print(f"{repo}: {len(series.checkpoints)} checkpoints selected ({dups} byte-identical to an earlier one)")
+    console.print(f"{repo}: {len(series.checkpoints)} checkpoints selected ({dups} byte-identical to another)")
+    for line in report(series.checkpoints):
+        console.print(line)
     return score_command(series, out, settings,
                          fetcher(cache_dir, hub_args.get("token"), hub_args.get("endpoint"), keep, tokenizer),
                          executor, workers)

@@ -155,7 +155,9 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
           tokens_per_step: Optional[float] = TPS, every: Optional[str] = EVERY,
           steps: List[int] = STEPS, max_n: Optional[int] = MAXN, token: Optional[str] = TOKEN,
           endpoint: Optional[str] = ENDPOINT) -> None:
-    """List a hub repo's checkpoints (step, tokens, revision, commit, size, duplicates); downloads nothing."""
+    """List a hub repo's checkpoints (step, tokens, revision, commit, size) and their integrity flags:
+    duplicates, partial duplicates, steps identical to the final, config drift, missing tokenizers.
+    Downloads no weights."""
     from . import _run
     for line in _run.list_command(repo, _hub_args(preset, pattern, tokens_per_step, every, steps,
                                                   max_n, token, endpoint)):

@@ -28,3 +28,7 @@ class NonFiniteActivationError(RedundancyError, FloatingPointError):
 
 class StoreError(RedundancyError):
     """The output store is not a cube, or holds scores made with other settings."""
+
+
+class SelfCheckError(RedundancyError):
+    """The hook sites do not rebuild a layer's output: the family entry no longer fits the model."""

@@ -24,7 +24,7 @@ from redundancy.cube import CubeStore
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
 NAMES = {  # preset -> (repo, branch names); the last name's weights are copied into "main"
-    "pythia": ("EleutherAI/pythia-tiny", ["step0", "step1", "step2", "step4", "step8"]),
+    "pythia": ("EleutherAI/pythia-tiny", ["step0", "step1", "step2", "step4", "step8", "step32"]),
     "olmo": ("allenai/OLMo-tiny-hf", ["step0-tokens0B", "step1000-tokens4B", "step2000-tokens8B"]),
     "olmo2": ("allenai/OLMo-2-tiny", ["stage1-step0-tokens0B", "step150-tokens1B", "stage1-step300-tokens2B",
                                      "stage2-ingredient1-step10-tokens50B"]),
@@ -81,10 +81,10 @@ def test_list_every_preset(preset, hub_root, env):
         code, out = run("list", repo, "--preset", preset, "--endpoint", hub.endpoint)
     assert code == 0, out
     steps = [int(line.split()[0]) for line in out.splitlines()[1:]]
-    want = {"pythia": [0, 1, 2, 4, 8, 16], "olmo": [0, 1000, 2000], "olmo2": [0, 150, 300],
+    want = {"pythia": [0, 1, 2, 4, 8, 16, 32], "olmo": [0, 1000, 2000], "olmo2": [0, 150, 300],
             "amber": [0, 1, 2], "smollm2": [0, 160000], "map-neo": [10, 20]}[preset]
     assert steps == want
-    assert not any(m == "GET" and "resolve" in p for m, p in hub.requests)  # nothing downloaded
+    assert not any(m == "GET" and p.endswith((".safetensors", ".pt")) for m, p in hub.requests)  # no weights
     if preset == "pythia":
         assert "step 4" in [ln for ln in out.splitlines() if ln.split()[0] == "16"][0]  # duplicate marked
     if preset == "olmo":
@@ -138,7 +138,7 @@ def test_selection(hub_root, env):
         code, out = run("list", "allenai/OLMo-tiny-hf", "--preset", "olmo", "--every", "8B", "--endpoint", hub.endpoint)
         assert code == 0 and [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [0, 2000]
         code, out = run("list", "EleutherAI/pythia-tiny", "--preset", "pythia", "--max", "3", "--endpoint", hub.endpoint)
-        assert [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [0, 2, 16]
+        assert [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [0, 4, 32]
         code, out = run("list", "EleutherAI/pythia-tiny", "--preset", "pythia", "--step", "3", "--endpoint", hub.endpoint)
         assert code == 1 and "no checkpoint at step 3" in out
 
@@ -208,9 +208,9 @@ def test_public_listing_and_unknown_revision(hub_root, env):
     from redundancy.sources._fetch import HubFetcher
     with FakeHub(hub_root) as hub:
         ckpts = list_checkpoints("EleutherAI/pythia-tiny", "pythia", endpoint=hub.endpoint)
-        assert [c.step for c in ckpts] == [0, 1, 2, 4, 8, 16]
+        assert [c.step for c in ckpts] == [0, 1, 2, 4, 8, 16, 32]
         assert all(len(h) == 64 for c in ckpts for h in c.weight_hashes.values())  # LFS sha256
-        assert ckpts[-1].duplicate_of == 4 and ckpts[-2].duplicate_of is None
+        assert ckpts[-2].duplicate_of == 4 and ckpts[-3].duplicate_of is None
         gone = dataclasses.replace(ckpts[0], commit="0" * 40)  # a revision the hub does not have
         with pytest.raises(SeriesError, match="revision not found"):
             HubFetcher(env / "hf", endpoint=hub.endpoint).fetch(gone)

@@ -47,7 +47,10 @@ def open_cube(path: str | Path) -> xr.Dataset:
 
     Layers beyond a model's depth, steps a model lacks and samples beyond a set's count are NaN.
     `tokens` is a (model, step) coordinate; provenance variables (fingerprint, dtype, device,
-    revision, scored_at, package_version) are over (model, step, dataset). Where
+    revision, scored_at, package_version) and integrity flags (duplicate_of, partial_duplicate_of,
+    identical_to_final, config_drift, tokenizer_from; "" where unset) are over (model, step,
+    dataset). `flagged`, a boolean (model, step) coordinate, marks steps identical to the final
+    one (wrong uploads): the dynamics analyses leave them out unless asked to keep them. Where
     dropping orders were stored, `drop_order` holds them over (model, step, dataset, strategy,
     module, rank): the layer dropped at each rank, -1 where none.
     """
@@ -60,7 +63,8 @@ def open_cube(path: str | Path) -> xr.Dataset:
         raise StoreError(f"{store.path} holds no scores yet")
     cube = _combine(cells)
     cube["tokens"] = cube["tokens"].max("dataset").compute()  # tokens seen: one value per (model, step)
-    cube = cube.set_coords("tokens")  # provenance stays data variables: metric arrays stay clean
+    cube["flagged"] = (cube["identical_to_final"] == "true").any("dataset").compute()
+    cube = cube.set_coords(["tokens", "flagged"])  # provenance stays data variables: metric arrays stay clean
     orders = _open_orders(store)
     if orders is not None:
         cube = xr.merge([cube, orders], join="left", compat="override", combine_attrs="override")

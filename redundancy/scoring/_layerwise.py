@@ -18,6 +18,7 @@ from ..families import Family, family_for, get_path
 from ._hooks import _first, decoder_layers, residual_hooks
 from ._metrics import DEFAULT_METRICS, METRICS, MODULES, Metric
 from ._scorer import _check_finite, _fp32_matmul_precision, layer_gram, stats_from_gram
+from ._selfcheck import check, layer_deviation
 from ._shards import Shards, materialize, release, skeleton
 
 
@@ -38,7 +39,7 @@ def score_layerwise(checkpoint: str | Path, tokens: torch.Tensor, batch_size: in
     trunk = _Trunk(model, family, shards, device)
     store = torch.device("cpu") if offload_activations else device
     hidden = trunk.embed(tokens, batch_size, store)  # list of (B, T, hidden)
-    scorer = _LayerScorer(family, [METRICS.get(m) for m in metrics])
+    scorer = _LayerScorer(family, [METRICS.get(m) for m in metrics], dtype)
     layers = decoder_layers(model, family)
     out = torch.empty(tokens.shape[0], len(layers), len(MODULES), len(scorer.metrics))
     with residual_hooks(model, family, scorer.on_layer), _fp32_matmul_precision():
@@ -108,11 +109,14 @@ def _check_trunk(model: nn.Module, family: Family, rotary: nn.Module | None) -> 
 class _LayerScorer:
     """Runs one materialized layer over every batch of hidden states; per-sample scores."""
 
-    def __init__(self, family: Family, metrics: list[Metric]) -> None:
-        self.family, self.metrics = family, metrics
+    def __init__(self, family: Family, metrics: list[Metric], dtype: torch.dtype) -> None:
+        self.family, self.metrics, self.dtype = family, metrics, dtype
         self._gram: torch.Tensor | None = None
+        self.checking = False  # set for each layer's first batch: the self-check runs on it
 
-    def on_layer(self, _idx: int, sites: dict[str, torch.Tensor]) -> None:
+    def on_layer(self, idx: int, sites: dict[str, torch.Tensor]) -> None:
+        if self.checking:  # raises before the Gram of a wrong-shaped stream is attempted
+            check(layer_deviation(sites).reshape(1), self.family, self.dtype, first_layer=idx)
         self._gram = layer_gram(sites)  # (B, T, 5, 5) fp32
 
     @torch.inference_mode()
@@ -120,6 +124,7 @@ class _LayerScorer:
         """Advance every batch of `hidden` through `layer` in place; returns scores (n, 3, M) on the host."""
         parts = []
         for b, h in enumerate(hidden):
+            self.checking = b == 0
             h = h.to(trunk.device)
             out = _first(layer(h, **trunk.layer_kwargs(h, idx)))
             stats = stats_from_gram(self._gram, self.family.residual)  # fields (B, T, 3)

@@ -12,13 +12,20 @@ from ..errors import NonFiniteActivationError
 from ..families import Family, family_for
 from ._hooks import decoder_layers, residual_hooks
 from ._metrics import DEFAULT_METRICS, METRICS, MODULES, TokenStats
+from ._selfcheck import check, layer_deviation
 
 
 class Scorer:
-    """Scores a causal LM. `score_batch` returns a device tensor (batch, layer, module, metric)."""
+    """Scores a causal LM. `score_batch` returns a device tensor (batch, layer, module, metric).
 
-    def __init__(self, model: nn.Module, metrics: Sequence[str] = DEFAULT_METRICS) -> None:
+    The first batch a Scorer sees is self-checked (scoring/_selfcheck.py): a layer whose captured
+    streams do not rebuild its output raises SelfCheckError before any score is returned.
+    """
+
+    def __init__(self, model: nn.Module, metrics: Sequence[str] = DEFAULT_METRICS, self_check: bool = True) -> None:
         self.model = model
+        self._deviations: torch.Tensor | None = None
+        self._to_check = self_check
         self.family: Family = family_for(model.config)
         self.metrics = [METRICS.get(m) for m in metrics]
         self.metric_names = [m.name for m in self.metrics]
@@ -33,15 +40,25 @@ class Scorer:
         # once for all layers, so their small ops are not repeated per layer
         self._gram = torch.empty(self.n_layers, b, t, len(_STREAMS), len(_STREAMS),
                                  dtype=torch.float32, device=input_ids.device)
+        if self._to_check:
+            self._deviations = torch.zeros(self.n_layers, device=input_ids.device)
         with residual_hooks(self.model, self.family, self._on_layer), _fp32_matmul_precision():
             # the trunk only: the LM head is not needed and would cost a (B, T, vocab) projection
             self.model.base_model(input_ids=input_ids, use_cache=False)
+            if self._deviations is not None:
+                deviations, self._deviations = self._deviations, None
+                check(deviations, self.family, next(self.model.parameters()).dtype)
+                self._to_check = False
             stats = stats_from_gram(self._gram, self.family.residual)  # fields (L, B, T, 3)
         self._gram = None
         out = torch.stack([m.per_token(stats).mean(dim=2) for m in self.metrics], dim=-1)  # (L, B, 3, M)
         return out.transpose(0, 1)
 
     def _on_layer(self, idx: int, sites: dict[str, torch.Tensor]) -> None:
+        if self._deviations is not None:
+            self._deviations[idx] = layer_deviation(sites)
+            if not torch.isfinite(self._deviations[idx]):
+                return  # streams of the wrong shape: the Gram cannot be formed; check() reports it
         layer_gram(sites, out=self._gram[idx])
 
     def score(self, tokens: torch.Tensor, batch_size: int,

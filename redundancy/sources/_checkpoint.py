@@ -21,15 +21,40 @@ class Checkpoint:
     download_bytes: int = 0  # what scoring needs to download
     format: str = "hf"  # "hf" or "megatron"
     duplicate_of: int | None = None  # step whose weights are byte-identical (scored once)
+    # integrity flags, set from the hub's listing before anything is downloaded (sources/_integrity.py)
+    partial_duplicate_of: tuple[int, ...] = ()  # steps sharing some, not all, weight files
+    shared_files: tuple[str, ...] = ()  # which files those are
+    identical_to_final: bool = False  # a non-final step byte-identical to the final: a wrong upload
+    config_id: str | None = None  # git blob id of config.json: equal ids, equal configs
+    config_drift: str = ""  # how this step's config differs from the series' ("" if it does not)
+    has_tokenizer: bool = True
+    tokenizer_from: str | None = None  # revision whose tokenizer is used when this one has none
+    tokenizer_ref: tuple[str, str | None] | None = None  # (commit, subfolder) of that revision
+    tokenizer_path: Path | None = None  # a local tokenizer folder, when not `path` itself
+
+    def flags(self) -> dict[str, str]:
+        """The integrity flags as strings, as the cube stores them ("" when not set)."""
+        return {"duplicate_of": "" if self.duplicate_of is None else str(self.duplicate_of),
+                "partial_duplicate_of": ",".join(map(str, self.partial_duplicate_of)),
+                "identical_to_final": "true" if self.identical_to_final else "",
+                "config_drift": self.config_drift, "tokenizer_from": self.tokenizer_from or ""}
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["path"] = None if self.path is None else str(self.path)
+        for key in ("path", "tokenizer_path"):
+            d[key] = None if d[key] is None else str(d[key])
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Checkpoint":
-        return cls(**{**d, "path": None if d.get("path") is None else Path(d["path"])})
+        d = dict(d)
+        for key in ("path", "tokenizer_path"):
+            d[key] = None if d.get(key) is None else Path(d[key])
+        for key in ("partial_duplicate_of", "shared_files"):
+            d[key] = tuple(d.get(key, ()))
+        if d.get("tokenizer_ref") is not None:
+            d["tokenizer_ref"] = tuple(d["tokenizer_ref"])
+        return cls(**d)
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,35 @@ def hub_series(repo: str, preset: str | None = None, pattern: str | None = None,
     return Series(repo, chosen)
 
 
+def flag_text(c: Checkpoint) -> str:
+    """Every integrity flag of one checkpoint, for people ("" when none)."""
+    parts = []
+    if c.identical_to_final:
+        parts.append("identical to the final step (a wrong upload?): copied, left out of dynamics")
+    elif c.duplicate_of is not None:
+        parts.append(f"duplicate of step {c.duplicate_of}")
+    if c.partial_duplicate_of:
+        parts.append(f"shares {', '.join(c.shared_files)} with step {', '.join(map(str, c.partial_duplicate_of))}")
+    if c.config_drift:
+        parts.append(f"config drift: {c.config_drift}")
+    if not c.has_tokenizer and c.format == "hf":
+        parts.append(f"no tokenizer: uses {c.tokenizer_from}'s" if c.tokenizer_from else "no tokenizer in the series")
+    return "; ".join(parts)
+
+
 def table(ckpts: list[Checkpoint]) -> list[str]:
-    """Lines for `redundancy list`: step, tokens, revision, commit, size, duplicate."""
-    rows = [f"{'step':>9} {'tokens':>10} {'revision':<34} {'commit':<10} {'download':>10}  duplicate_of"]
+    """Lines for `redundancy list`: step, tokens, revision, commit, size, flags."""
+    rows = [f"{'step':>9} {'tokens':>10} {'revision':<34} {'commit':<10} {'download':>10}  flags"]
     for c in ckpts:
         tokens = "-" if c.tokens is None else f"{c.tokens / 1e9:.3g}B"
-        dup = "" if c.duplicate_of is None else f"step {c.duplicate_of}"
         rows.append(f"{c.step:>9} {tokens:>10} {c.revision:<34} {(c.commit or '')[:8]:<10} "
-                    f"{c.download_bytes / 1e6:>8.1f}MB  {dup}")
+                    f"{c.download_bytes / 1e6:>8.1f}MB  {flag_text(c)}".rstrip())
     return rows
+
+
+def report(ckpts: list[Checkpoint]) -> list[str]:
+    """One line per flagged checkpoint, printed before anything is scored."""
+    return [f"step {c.step} ({c.revision}): {text}" for c in ckpts if (text := flag_text(c))]
 
 
 def fetcher(cache_dir: Path | None, token: str | None, endpoint: str | None, keep: bool,

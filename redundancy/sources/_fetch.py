@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import SeriesError
 from ._checkpoint import Checkpoint
-from ._hub import _hub_error, wanted
+from ._hub import TOKENIZER_PATTERNS, _hub_error, wanted
 
 
 class HubFetcher:
@@ -21,23 +21,38 @@ class HubFetcher:
         self.keep, self.tokenizer = keep, tokenizer
 
     def fetch(self, ckpt: Checkpoint) -> Checkpoint:
-        from huggingface_hub import snapshot_download
-
         self._check_disk(ckpt)
-        prefix = f"{ckpt.subfolder}/" if ckpt.subfolder else ""
-        patterns = [prefix + p for p in wanted(list(ckpt.weight_hashes), ckpt.format)]
-        try:
-            root = snapshot_download(ckpt.repo, revision=ckpt.commit, allow_patterns=patterns,
-                                     cache_dir=self._cache(), token=self.token, endpoint=self.endpoint)
-        except Exception as exc:  # noqa: BLE001
-            raise _hub_error(exc, ckpt.repo) from exc
-        path = Path(root) / (ckpt.subfolder or "")
+        path = self._download(ckpt.repo, ckpt.commit, ckpt.subfolder, wanted(list(ckpt.weight_hashes), ckpt.format))
+        if ckpt.format == "hf" and not ckpt.has_tokenizer:
+            return replace(ckpt, path=path, tokenizer_path=self._borrowed_tokenizer(ckpt))
         if ckpt.format == "megatron":  # tokens seen come from the checkpoint's own args
             from ._megatron import convert_megatron
             path = convert_megatron(path, self.tokenizer, self._converted(ckpt))
             meta = json.loads((path / "checkpoint.json").read_text())
             return replace(ckpt, path=path, tokens=meta["tokens"])
         return replace(ckpt, path=path)
+
+    def _download(self, repo: str, commit: str | None, subfolder: str | None, patterns: list[str]) -> Path:
+        from huggingface_hub import snapshot_download
+
+        prefix = f"{subfolder}/" if subfolder else ""
+        try:
+            root = snapshot_download(repo, revision=commit, allow_patterns=[prefix + p for p in patterns],
+                                     cache_dir=self._cache(), token=self.token, endpoint=self.endpoint)
+        except Exception as exc:  # noqa: BLE001
+            raise _hub_error(exc, repo) from exc
+        return Path(root) / (subfolder or "")
+
+    def _borrowed_tokenizer(self, ckpt: Checkpoint) -> Path:
+        """The tokenizer of a revision that has none: --tokenizer, else the series' (tokenizer_ref)."""
+        if self.tokenizer is not None:
+            local = Path(self.tokenizer).expanduser()
+            return local if local.is_dir() else self._download(self.tokenizer, None, None, TOKENIZER_PATTERNS)
+        if ckpt.tokenizer_ref is None:
+            raise SeriesError(f"{ckpt.repo} {ckpt.revision} has no tokenizer files and no revision of the "
+                              "series has any: pass --tokenizer REPO_OR_FOLDER")
+        commit, subfolder = ckpt.tokenizer_ref
+        return self._download(ckpt.repo, commit, subfolder, TOKENIZER_PATTERNS)
 
     def _converted(self, ckpt: Checkpoint) -> Path:
         from ._tiny import cache_root

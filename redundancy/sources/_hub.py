@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from ..errors import SeriesError
 from ._checkpoint import Checkpoint
+from ._integrity import TOKENIZER_FILES, config_drift, mark_duplicates, mark_tokenizers
 from ._presets import Preset
 from ._tiny import cache_root
 
 WEIGHTS = (".safetensors", ".bin", ".pt")
 # what scoring needs from an HF checkpoint: weights, config, tokenizer; never optimizer state
+TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model", "*.tiktoken"]
 HF_FILES = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-            "tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model", "*.tiktoken"]
+            *TOKENIZER_PATTERNS]
 HF_BIN = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 MEGATRON_FILES = ["mp_rank_*/model_optim_rng.pt"]
 
@@ -66,14 +67,18 @@ def _describe(api, repo: str, step: int, tokens, name: str, commit: str, sub: st
     patterns = wanted(list(rel), fmt)
     keep = {p: f for p, f in rel.items() if _matches(p, patterns)}
     hashes = {p: (f.lfs.sha256 if f.lfs else f.blob_id) for p, f in keep.items() if p.endswith(WEIGHTS)}
+    config = rel.get("config.json")
     return Checkpoint(step=step, tokens=tokens, revision=name, commit=commit, weight_hashes=hashes,
                       repo=repo, subfolder=sub, download_bytes=sum(f.size for f in keep.values()),
-                      format=fmt)
+                      format=fmt, config_id=config.blob_id if config else None,
+                      has_tokenizer=fmt == "megatron" or any(p in rel for p in TOKENIZER_FILES))
 
 
 def list_checkpoints(repo: str, preset: Preset, token: str | None = None,
                      endpoint: str | None = None) -> list[Checkpoint]:
-    """Every checkpoint of `repo` the preset recognises, sorted by step, with duplicates marked.
+    """Every checkpoint of `repo` the preset recognises, sorted by step, with its integrity flags
+    (duplicates per weight file, identical_to_final, config drift, missing tokenizer). No weights are
+    downloaded: only the distinct config.json files, to compare them.
 
     Offline (HF_HUB_OFFLINE=1) or unreachable: the listing saved by the last online call.
     """
@@ -81,29 +86,24 @@ def list_checkpoints(repo: str, preset: Preset, token: str | None = None,
         api = _api(token, endpoint)
         entries = _entries(api, repo, preset)
         ckpts = [_describe(api, repo, *e, preset.format) for e in entries]
+        if not ckpts:
+            raise SeriesError(f"{repo} has no {preset.exposed} matching {preset.pattern!r} (preset {preset.name})")
+        ckpts = mark_tokenizers(mark_duplicates(sorted(ckpts, key=lambda c: c.step)))
+        ckpts = config_drift(ckpts, lambda c: _read_config(c, token, endpoint))
     except Exception as exc:  # noqa: BLE001 - translated into one clear message
         cached = _load_listing(repo, preset)
         if cached is not None and _is_network(exc):
             return cached
         raise _hub_error(exc, repo) from exc
-    if not ckpts:
-        raise SeriesError(f"{repo} has no {preset.exposed} matching {preset.pattern!r} (preset {preset.name})")
-    ckpts = mark_duplicates(sorted(ckpts, key=lambda c: c.step))
     _save_listing(repo, preset, ckpts)
     return ckpts
 
 
-def mark_duplicates(ckpts: list[Checkpoint]) -> list[Checkpoint]:
-    """Set duplicate_of on checkpoints whose weight files are byte-identical to an earlier step's."""
-    first: dict[tuple, int] = {}
-    out = []
-    for c in ckpts:
-        key = tuple(sorted(c.weight_hashes.values()))
-        if not key:
-            raise SeriesError(f"{c.repo} {c.revision} has no weight files; choose other steps")
-        out.append(replace(c, duplicate_of=first[key]) if key in first else c)
-        first.setdefault(key, c.step)
-    return out
+def _read_config(c: Checkpoint, token: str | None, endpoint: str | None) -> dict:
+    from huggingface_hub import hf_hub_download
+    path = hf_hub_download(c.repo, "config.json", subfolder=c.subfolder, revision=c.commit, token=token,
+                           endpoint=endpoint)
+    return json.loads(Path(path).read_text())
 
 
 def _listing_path(repo: str, preset: Preset) -> Path:
