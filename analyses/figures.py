@@ -79,7 +79,7 @@ def step_layer_heatmap(importance: xr.DataArray, *, title: str, metric: str = "i
     axes[0, 0].set_ylabel("checkpoint: step (tokens seen)")
     fig.colorbar(im0, cax=axes[0, -3], label=f"{metric}, layer 0")
     fig.colorbar(im, cax=axes[0, -1], label=f"{metric}, layers 1+")
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=12, y=1 + 0.35 / fig.get_figheight())  # above the module titles
     return fig
 
 

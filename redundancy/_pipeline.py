@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import pickle
 from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
@@ -12,7 +13,7 @@ import torch
 
 from .calibration import calibration_tokens
 from .cube import CubeStore, make_cell
-from .errors import CalibrationError
+from .errors import CalibrationError, SeriesError
 from .scoring import DEFAULT_METRICS, METRICS, Scorer, score_layerwise
 from .sources import Checkpoint, Series
 
@@ -58,7 +59,12 @@ def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(ckpt.path, dtype=DTYPES[dtype])
+    try:  # transformers reads pytorch_model.bin with weights_only=True: tensors and containers only
+        model = AutoModelForCausalLM.from_pretrained(ckpt.path, dtype=DTYPES[dtype])
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+        raise SeriesError(f"step {ckpt.step} ({ckpt.path}): a weight file holds objects other than tensors "
+                          f"and was refused unread, as it could run code ({detail})") from None
     return model.to(device).eval(), AutoTokenizer.from_pretrained(ckpt.tokenizer_path or ckpt.path)
 
 

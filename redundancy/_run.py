@@ -188,7 +188,7 @@ def crawl_command(repo: str, out: Path, settings: ScoreSettings, hub_args: dict,
 
 
 def drop_command(checkpoint: Path, out: Path, attn: str, mlp: str, block: str, kind: str | None, k: int | None,
-                 store: Path | None, dataset: str | None, strategy: str) -> Path:
+                 store: Path | None, dataset: str | None, strategy: str, overwrite: bool = False) -> Path:
     """Materialize a plan given as lists, or as the first k of an order stored in a cube."""
     from .drop import DropPlan, materialize
 
@@ -205,7 +205,7 @@ def drop_command(checkpoint: Path, out: Path, attn: str, mlp: str, block: str, k
         plan = DropPlan.from_order(kind, _stored_order(store, dataset, kind, strategy), k or 0)
     if not plan.attn and not plan.mlp:
         raise RedundancyError("the plan drops nothing: give --attn/--mlp/--block, or --kind with --k and --store")
-    path = materialize(checkpoint, plan, out)
+    path = materialize(checkpoint, plan, out, overwrite)
     console.print(f"{plan.name}: attention {list(plan.attn)}, MLP {list(plan.mlp)} dropped -> {path}")
     return path
 

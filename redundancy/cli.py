@@ -112,11 +112,12 @@ def drop(checkpoint: Path = typer.Argument(..., help="a Hugging Face checkpoint 
          k: Optional[int] = typer.Option(None, help="how many to drop (with --kind)"),
          store: Optional[Path] = typer.Option(None, help="cube holding the scores (with --kind)"),
          dataset: Optional[str] = typer.Option(None, help="calibration set whose order to use"),
-         strategy: str = typer.Option("one-shot", help="one-shot or iterative (stored by `redundancy order`)")) -> None:
+         strategy: str = typer.Option("one-shot", help="one-shot or iterative (stored by `redundancy order`)"),
+         overwrite: bool = typer.Option(False, help="replace an existing non-empty --out")) -> None:
     """Write CHECKPOINT without the dropped modules: loads with AutoModelForCausalLM
     (trust_remote_code=True; pure block drops need no custom code)."""
     from . import _run
-    _run.drop_command(checkpoint, out, attn, mlp, block, kind, k, store, dataset, strategy)
+    _run.drop_command(checkpoint, out, attn, mlp, block, kind, k, store, dataset, strategy, overwrite)
 
 
 @command("evaluate")
@@ -177,7 +178,7 @@ def crawl(repo: str = typer.Argument(..., help="hub repo id"),
           device: str = typer.Option("cpu"), dtype: str = typer.Option("bfloat16"),
           cache_dir: Optional[Path] = typer.Option(None, help="hub cache (default: HF_HUB_CACHE)"),
           keep: bool = typer.Option(False, help="keep each checkpoint in the cache after scoring"),
-          tokenizer: Optional[str] = typer.Option(None, help="tokenizer repo or folder (Megatron histories)"),
+          tokenizer: Optional[str] = typer.Option(None, help="tokenizer repo or folder: for Megatron histories, and revisions uploaded without one"),
           layerwise: bool = typer.Option(False, help="one decoder layer on the device at a time"),
           executor: str = typer.Option("local", help="local or ray (a task per checkpoint: download and score)"),
           workers: Optional[int] = typer.Option(None, help="with --executor ray: checkpoints at once")) -> None:

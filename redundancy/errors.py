@@ -32,3 +32,7 @@ class StoreError(RedundancyError):
 
 class SelfCheckError(RedundancyError):
     """The hook sites do not rebuild a layer's output: the family entry no longer fits the model."""
+
+
+class OutputError(RedundancyError):
+    """An output would replace its input or an existing result, or is locked by another writer."""

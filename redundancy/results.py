@@ -4,7 +4,13 @@ Variables: `score` (model, step, plan, task); `tokens_per_s`, `seconds`, `kv_cac
 `peak_memory_bytes` (model, step, plan); what each plan is, over `plan`: `kind` (baseline, attn,
 mlp, block, joint, custom), `n_dropped` (modules dropped), `quant` (none, awq, gptq).
 `open_results` adds `average`, `pct_of_baseline`, `speedup` and `gamma` (the study's SDR), each
-against the plan named "baseline". Small, so each write rewrites it whole and renames it into place.
+against the plan named "baseline".
+
+Layout: STORE/current -> STORE/v-<id>, a zarr group holding every row. Small, so a write reads it
+whole under an inter-process lock, writes a new version beside it and swaps the `current` link
+(one atomic rename): a kill at any instant leaves the old or the new version current, never none,
+and concurrent writers never lose a row. Stores written before this layout (a zarr group at STORE
+itself) are read, and converted on their next write.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._atomic import atomic_dir, locked
 from .errors import StoreError
 
 BASELINE = "baseline"
@@ -48,19 +55,45 @@ def write_results(path: str | Path, model: str, step: int, plan: str, scores: di
     path = Path(path)
     kind = kind or (BASELINE if plan == BASELINE else "custom")
     new = _row(model, step, plan, scores, speed, dict(kind=kind, n_dropped=n_dropped or 0, quant=quant))
-    if (path / "zarr.json").exists():
-        new = _objects(new).combine_first(_objects(xr.open_zarr(str(path), consolidated=False).load()))
-    new = _objects(new)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    new.to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=False)
-    if path.exists():
-        old_dir = path.with_name(f".{path.name}.old")
-        os.replace(path, old_dir)
-        os.replace(tmp, path)
-        shutil.rmtree(old_dir, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    with locked(path):
+        current = _current(path)
+        if current is not None:
+            new = _objects(new).combine_first(_objects(xr.open_zarr(str(current), consolidated=False).load()))
+        if current == path:  # the old single-group layout: rebuilt in the new one beside it
+            with atomic_dir(path, overwrite=True) as tmp:
+                _publish_version(tmp, _objects(new))
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            _publish_version(path, _objects(new))
     return open_results(path)
+
+
+def _current(path: Path) -> Path | None:
+    """The version holding the rows: STORE/current's target, STORE itself (old layout), or None."""
+    if (path / "current").is_symlink():
+        return path / "current"
+    if (path / "zarr.json").exists():
+        return path
+    if path.exists() and (not path.is_dir() or any(p for p in path.iterdir() if not p.name.startswith("."))):
+        raise StoreError(f"{path} exists but is not a results store; choose another --out")
+    return None
+
+
+def _publish_version(store: Path, ds: xr.Dataset) -> None:
+    """Write `ds` as a new version of `store`, point `current` at it, remove every other version."""
+    version = store / f"v-{uuid.uuid4().hex[:12]}"
+    with atomic_dir(version) as tmp:
+        ds.to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=False)
+    link = store / f".current-{uuid.uuid4().hex[:8]}"
+    os.symlink(version.name, link)
+    os.replace(link, store / "current")  # the switch: one rename
+    for old in store.glob("v-*"):
+        if old.name != version.name:
+            shutil.rmtree(old, ignore_errors=True)
+    for stray in store.glob(".current-*"):  # links of writers killed before their switch
+        stray.unlink(missing_ok=True)
+    for stray in store.glob(".v-*"):  # versions of killed writers (the lock is ours: nobody else writes)
+        shutil.rmtree(stray, ignore_errors=True)
 
 
 def _objects(ds: xr.Dataset) -> xr.Dataset:
@@ -70,12 +103,21 @@ def _objects(ds: xr.Dataset) -> xr.Dataset:
         {n: ds[n].values.astype(object) for n in strings if n in ds.coords})
 
 
+def has_results(path: str | Path) -> bool:
+    """True when `path` is a results store holding rows."""
+    path = Path(path)
+    return (path / "current").is_symlink() or (path / "zarr.json").exists()
+
+
 def open_results(path: str | Path) -> xr.Dataset:
     """The store with `average`, `pct_of_baseline`, `speedup` and `gamma` against the baseline plan."""
-    if not (Path(path) / "zarr.json").exists():
-        raise StoreError(f"{path} is not a results store (no zarr.json); write one with "
+    path = Path(path)
+    current = _current(path) if path.is_dir() else None
+    if current is None:
+        raise StoreError(f"{path} is not a results store; write one with "
                          "`redundancy study` or `redundancy evaluate --out`")
-    ds = _objects(xr.open_zarr(str(path), consolidated=False).load())
+    with locked(path):  # a writer replacing the version cannot pull it away mid-read
+        ds = _objects(xr.open_zarr(str(_current(path)), consolidated=False).load())
     if "score" in ds:
         ds["average"] = ds["score"].mean("task")
     if BASELINE not in ds["plan"].values:

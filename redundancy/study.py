@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .drop import DropPlan, load_any, materialize
-from .results import BASELINE, open_results, write_results
+from .results import BASELINE, has_results, open_results, write_results
 
 Order = Sequence  # layers (attn, mlp, block) or (module, layer) pairs (joint), most redundant first
 
@@ -93,7 +93,7 @@ def _once(path: Path, make: Callable[[Path], Path]) -> Path:
 
 def _done(results: Path, model: str, step: int, plan: str) -> bool:
     """True when the row has every task score and a speed."""
-    if not (results / "zarr.json").exists():
+    if not has_results(results):
         return False
     ds = open_results(results)
     if plan not in ds["plan"].values or "tokens_per_s" not in ds or "score" not in ds:

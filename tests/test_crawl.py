@@ -51,7 +51,8 @@ def hub_root(tmp_path_factory) -> Path:
     shutil.copytree(root / "EleutherAI/pythia-tiny/step4", root / "EleutherAI/pythia-tiny/step16")
     neo = root / "m-a-p/neo_tiny_intermediate/main"
     for it in (10, 20):
-        write_megatron(tiny_model("llama", seed=it, vocab=512), neo / f"iter_{it:07d}", tp=2, iteration=it)
+        write_megatron(tiny_model("llama", seed=it, vocab=512), neo / f"iter_{it:07d}", tp=2, iteration=it,
+                       layout="core", consumed_samples=it * 4 + 3)  # MAP-Neo: Megatron Core, TE extra state
         for r in range(2):  # optimizer state that must never be downloaded
             (neo / f"iter_{it:07d}" / f"mp_rank_{r:02d}" / "distrib_optim.pt").write_bytes(os.urandom(4096))
     tok.save_pretrained(root / "tokenizer")
@@ -123,6 +124,8 @@ def test_crawl_on_ray_workers_equals_the_local_crawl(hub_root, env):
 
 
 def test_map_neo_crawl_never_downloads_optimizer(hub_root, env):
+    """Megatron Core layout, 2 ranks, read without `megatron` installed; tokens from the args'
+    consumed_train_samples (tests/_megatron_writer.py cites Megatron's files)."""
     with FakeHub(hub_root) as hub:
         code, out = run("crawl", "m-a-p/neo_tiny_intermediate", "--preset", "map-neo", "--endpoint", hub.endpoint,
                         "--tokenizer", hub_root / "tokenizer", "--out", env / "neo.zarr", *FAST)
@@ -130,7 +133,21 @@ def test_map_neo_crawl_never_downloads_optimizer(hub_root, env):
         assert not [p for m, p in hub.requests if "distrib_optim" in p]
     cube = open_cube(env / "neo.zarr")
     assert cube.step.values.tolist() == [10, 20]
-    assert cube.tokens.values.ravel().tolist() == [10 * 4 * 256, 20 * 4 * 256]
+    assert cube.tokens.values.ravel().tolist() == [(10 * 4 + 3) * 256, (20 * 4 + 3) * 256]
+    assert not cube.importance.isnull().any()
+
+
+def test_map_neo_every_500b_picks_every_25th_folder(tmp_path, env):
+    """Folders every 2384 iterations of 1024 x 8192 tokens (~20B): 500B is the 25th."""
+    repo = tmp_path / "hub" / "m-a-p" / "neo_grid" / "main"
+    for k in range(1, 31):
+        rank = repo / f"iter_{k * 2384:07d}" / "mp_rank_00"
+        rank.mkdir(parents=True)
+        (rank / "model_optim_rng.pt").write_bytes(k.to_bytes(4, "little"))  # listed, never read
+    with FakeHub(tmp_path / "hub") as hub:
+        code, out = run("list", "m-a-p/neo_grid", "--preset", "map-neo", "--every", "500B", "--endpoint", hub.endpoint)
+    assert code == 0, out
+    assert [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [2384, 25 * 2384, 30 * 2384]
 
 
 def test_selection(hub_root, env):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
+from .._atomic import atomic_dir, check_output, is_incomplete
 from ..errors import RedundancyError
 from ..families import Family, family_for
 from . import modeling_dropped
@@ -20,11 +21,15 @@ def drop_sites(family: Family) -> dict[str, str | None]:
                 mlp_norm=family.mlp_norm, attn_out=family.attn_out, mlp_out=family.mlp_out)
 
 
-def materialize(src: str | Path, plan: DropPlan, out: str | Path) -> Path:
-    """Save `src` without the plan's modules. Pure block drops: a stock model with fewer layers."""
+def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: bool = False) -> Path:
+    """Save `src` without the plan's modules. Pure block drops: a stock model with fewer layers.
+
+    `out` is written under a temporary name and renamed when complete; it may not be, contain or
+    sit inside `src`, and an existing non-empty `out` is replaced only with `overwrite`.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = Path(out)
+    out = check_output(out, [src], overwrite)
     model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
     family = family_for(model.config)
     layers = model.get_submodule(family.layers)
@@ -36,10 +41,11 @@ def materialize(src: str | Path, plan: DropPlan, out: str | Path) -> Path:
         model.config.drop_attn_list, model.config.drop_mlp_list = list(plan.attn), list(plan.mlp)
         model.config.drop_sites, model.config.auto_map = drop_sites(family), AUTO_MAP
         modeling_dropped.apply_drops(model, model.config)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
-    if not plan.blocks_only:
-        shutil.copy(modeling_dropped.__file__, out / "modeling_dropped.py")
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+        if not plan.blocks_only:
+            shutil.copy(modeling_dropped.__file__, tmp / "modeling_dropped.py")
     return out
 
 
@@ -84,6 +90,9 @@ def load_any(path: str | Path, **kwargs) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     config = Path(path) / "config.json"
+    if is_incomplete(path):
+        raise RedundancyError(f"{path} is a half-written output (its writer was killed or is still running); "
+                              "run the command that writes it again")
     if not config.exists():
         raise RedundancyError(f"{path} is not a checkpoint folder (no config.json)")
     raw = json.loads(config.read_text())

@@ -30,10 +30,6 @@ def mark_duplicates(ckpts: list[Checkpoint]) -> list[Checkpoint]:
             raise SeriesError(f"{c.repo} {c.revision} has no weight files; choose other steps")
     key = {c.step: tuple(sorted(c.weight_hashes.values())) for c in ckpts}
     final = ckpts[-1].step
-    owners: dict[str, set[int]] = defaultdict(set)  # file hash -> steps holding it
-    for c in ckpts:
-        for h in c.weight_hashes.values():
-            owners[h].add(c.step)
     first: dict[tuple, int] = {key[final]: final}
     out = []
     for c in ckpts:
@@ -43,8 +39,12 @@ def mark_duplicates(ckpts: list[Checkpoint]) -> list[Checkpoint]:
             out.append(replace(c, duplicate_of=first[key[c.step]]))
         else:
             first.setdefault(key[c.step], c.step)
-            out.append(_partial(c, owners, key))
-    return out
+            out.append(c)
+    owners: dict[str, set[int]] = defaultdict(set)  # file hash -> originals holding it (copies left out)
+    for c in out:
+        for h in c.weight_hashes.values() if c.duplicate_of is None else ():
+            owners[h].add(c.step)
+    return [_partial(c, owners, key) if c.duplicate_of is None else c for c in out]
 
 
 def _partial(c: Checkpoint, owners: dict[str, set[int]], key: dict[int, tuple]) -> Checkpoint:
