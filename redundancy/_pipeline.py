@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import pickle
 from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
@@ -13,7 +12,8 @@ import torch
 
 from .calibration import calibration_tokens
 from .cube import CubeStore, make_cell
-from .errors import CalibrationError, SeriesError
+from .errors import CalibrationError
+from .sources._load import check_token_ids, load_tokenizer
 from .scoring import DEFAULT_METRICS, METRICS, Scorer, score_layerwise
 from .sources import Checkpoint, Series
 
@@ -54,18 +54,13 @@ class Events:
 
 
 def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
-    """(model, tokenizer) of one checkpoint, in eval mode on `device`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    """(model, tokenizer) of one checkpoint, in eval mode on `device`; weights that do not match
+    the config, unreadable files and refused pickles are one SeriesError."""
+    from .sources._load import load_model, load_tokenizer
 
-    hf_logging.disable_progress_bar()
-    try:  # transformers reads pytorch_model.bin with weights_only=True: tensors and containers only
-        model = AutoModelForCausalLM.from_pretrained(ckpt.path, dtype=DTYPES[dtype])
-    except pickle.UnpicklingError as exc:
-        detail = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
-        raise SeriesError(f"step {ckpt.step} ({ckpt.path}): a weight file holds objects other than tensors "
-                          f"and was refused unread, as it could run code ({detail})") from None
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(ckpt.tokenizer_path or ckpt.path)
+    label = f"step {ckpt.step} ({ckpt.path})"
+    model = load_model(ckpt.path, label, dtype=DTYPES[dtype])
+    return model.to(device), load_tokenizer(ckpt.tokenizer_path or ckpt.path, label)
 
 
 class Fetcher:
@@ -90,7 +85,7 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
     store.clean_partial()
     todo = []
     for ckpt in series.checkpoints:
-        missing = [d for d in settings.datasets if not store.has_cell(series.model, ckpt.step, d)]
+        missing = store.missing(series.model, ckpt.step, list(settings.datasets), ckpt.source, ev.log)
         if missing:
             todo.append((ckpt, missing))
         else:
@@ -150,6 +145,7 @@ def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], st
     scorer = Scorer(model, s.metrics)
     for name in datasets:
         calib = calibration_tokens(name, tokenizer, s.n_samples, s.seq_len, s.seed)
+        check_token_ids(calib.tokens, model, f"{model_name} step {ckpt.step}")
         ev.dataset(name, s.n_samples)
         scores = scorer.score(calib.tokens, s.batch_size, on_batch=ev.batches)
         cell = make_cell(scores, scorer.metric_names, model=model_name, step=ckpt.step, dataset=name,
@@ -161,10 +157,10 @@ def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], st
 def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: list[str], store: CubeStore,
                                 s: ScoreSettings, ev: Events) -> None:
     """Every calibration set in one sweep over the layers: each layer's weights are read once."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     _check_context(AutoConfig.from_pretrained(ckpt.path), model_name, ckpt, s.seq_len)
-    tokenizer = AutoTokenizer.from_pretrained(ckpt.tokenizer_path or ckpt.path)
+    tokenizer = load_tokenizer(ckpt.tokenizer_path or ckpt.path, f"{model_name} step {ckpt.step}")
     calibs = [calibration_tokens(name, tokenizer, s.n_samples, s.seq_len, s.seed) for name in datasets]
     ev.dataset("+".join(datasets) + " (layer by layer)", len(datasets) * s.n_samples)
     scores = score_layerwise(ckpt.path, torch.cat([c.tokens for c in calibs]), s.batch_size, s.device,
@@ -181,5 +177,6 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
 
 def _provenance(ckpt: Checkpoint, fingerprint: str, s: ScoreSettings) -> dict[str, str]:
     return dict(fingerprint=fingerprint, dtype=s.dtype, device=s.device,
-                revision=ckpt.commit or ckpt.revision or "", package_version=version("redundancy"),
+                revision=ckpt.commit or ckpt.revision or "", source=ckpt.source,
+                package_version=version("redundancy"),
                 **ckpt.flags(), scored_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

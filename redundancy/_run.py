@@ -26,8 +26,46 @@ def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_siz
         raise RedundancyError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if samples < 1 or seq_len < 2 or batch_size < 1:
         raise RedundancyError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
+    check_device(device)
     return ScoreSettings(tuple(dict.fromkeys(datasets)), samples, seq_len, batch_size, seed, device, dtype,
                          layerwise=layerwise)
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any work."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise RedundancyError(f"--device {device!r} is not a device name; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RedundancyError(f"--device {device}: this machine has no CUDA GPU torch can use; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RedundancyError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RedundancyError(f"--device {device}: MPS is not available here; use --device cpu")
+
+
+def check_command(store_path: Path) -> list[str]:
+    """Print each damaged cell of a cube and a summary; returns the damaged cells."""
+    store = CubeStore.open(store_path)
+    damaged = []
+    for kind in ("cells", "orders"):
+        for path in store.cell_paths(kind) + _unmarked(store, kind):
+            if what := store.damage(path):
+                damaged.append(f"{path.relative_to(store.path)}: {what}")
+    for line in damaged:
+        console.print(f"damaged (the next run rescores it): {line}")
+    n = len(store.cell_paths()) + len(store.cell_paths("orders"))
+    console.print(f"{store_path}: {n - len(damaged)} cells sound, {len(damaged)} damaged")
+    return damaged
+
+
+def _unmarked(store: CubeStore, kind: str) -> list[Path]:
+    """Cells whose zarr.json is gone but whose completion record is there (counted as present)."""
+    return sorted(p.parent for p in (store.path / kind).glob("*/*/step-*/.complete.json")
+                  if not (p.parent / "zarr.json").exists())
 
 
 def _bars() -> Progress:
@@ -235,15 +273,17 @@ def _stored_order(store: Path | None, dataset: str | None, kind: str, strategy: 
 def evaluate_command(checkpoint: Path, preset: str | None, tasks: list[str], out: Path | None, model_name: str | None,
                      step: int | None, plan: str, batch_size: int, limit: int | None, device: str) -> dict:
     """lm-eval on a (dropped or not) checkpoint; scores printed and, with --out, stored."""
-    from transformers import AutoTokenizer
-
     from ._run_study import checkpoint_step
     from .drop import load_any
     from .evaluate import evaluate
     from .results import write_results
+    from .sources._load import load_tokenizer
 
+    check_device(device)
+    if batch_size < 1 or (limit is not None and limit < 1):
+        raise RedundancyError("--batch-size and --limit must be at least 1")
     model = load_any(checkpoint).to(device)
-    scores = evaluate(model, AutoTokenizer.from_pretrained(checkpoint), preset, tasks, batch_size, limit)
+    scores = evaluate(model, load_tokenizer(checkpoint), preset, tasks, batch_size, limit)
     for task, value in scores.items():
         console.print(f"{task:<24} {value:.4f}")
     if out is not None:

@@ -17,10 +17,12 @@ KINDS = ("attn", "mlp", "block", "joint")
 
 
 def quantize_command(checkpoint: Path, out: Path, method: str, group_size: int, calibration: str,
-                     samples: int, seq_len: int) -> Path:
+                     samples: int, seq_len: int, overwrite: bool = False) -> Path:
     from .quantize import quantize
 
-    path = quantize(checkpoint, out, method, group_size, calibration, samples, seq_len)
+    if method not in ("awq", "gptq"):
+        raise RedundancyError(f"--method {method!r} is not one of awq, gptq")
+    path = quantize(checkpoint, out, method, group_size, calibration, samples, seq_len, overwrite=overwrite)
     console.print(f"{method.upper()} W4A16 (group size {group_size}) -> {path}")
     return path
 
@@ -28,6 +30,10 @@ def quantize_command(checkpoint: Path, out: Path, method: str, group_size: int, 
 def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: StudySettings, model: str, step: int
                   ) -> Path:
     """Orders from the cube's last step -> plans -> evaluate, time, quantize -> table and curves."""
+    from ._atomic import check_output
+    from ._run import check_device
+    check_device(s.device)
+    check_output(out, [checkpoint, store], overwrite=True)  # an existing --out is the study resuming
     orders = {kind: _stored_order(store, dataset, kind, "one-shot") for kind in KINDS if s.ks.get(kind)}
     results = run_study(checkpoint, orders, out, s, model, step, log=console.print)
     table_command(results, model, step, out / "table")

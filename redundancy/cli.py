@@ -6,28 +6,45 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import click
 import typer
 
-from .errors import RedundancyError
+from .errors import RedundancyError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Measure how redundant each block, attention and MLP layer is, across training.")
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", err=True, fg="red")
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of a failure")) -> None:
+    """Measure how redundant each block, attention and MLP layer is, across training."""
+    _DEBUG["on"] = debug
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg="red")
     raise typer.Exit(1)
 
 
 def command(name: str | None = None) -> Callable[[Callable], Callable]:
-    """`app.command`, with any RedundancyError printed as one red line and exit code 1."""
+    """`app.command`, with any failure, whoever raised it, printed as one red line and exit code 1
+    (the traceback with --debug)."""
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)  # typer reads the options from the wrapped signature
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except RedundancyError as exc:
-                _fail(exc)
+            except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+                raise
+            except KeyboardInterrupt:
+                _fail("interrupted; finished cells and rows are kept: run the same command again to resume")
+            except Exception as exc:  # noqa: BLE001 - every failure reaches the user as one line
+                if _DEBUG["on"]:
+                    raise
+                _fail(one_line(exc))
         return app.command(name)(run)
     return register
 
@@ -196,10 +213,11 @@ def quantize(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (d
              method: str = typer.Option("awq", help="awq or gptq (W4A16, through llmcompressor)"),
              group_size: int = typer.Option(128, help="weights per scale; must divide every layer width"),
              calibration: str = typer.Option("prose", help="calibration set"),
-             samples: int = typer.Option(64), seq_len: int = typer.Option(128)) -> None:
+             samples: int = typer.Option(64), seq_len: int = typer.Option(128),
+             overwrite: bool = typer.Option(False, help="replace an existing non-empty --out")) -> None:
     """Quantize CHECKPOINT to 4-bit weights; the output reloads like any checkpoint (CPU too)."""
     from . import _run_study
-    _run_study.quantize_command(checkpoint, out, method, group_size, calibration, samples, seq_len)
+    _run_study.quantize_command(checkpoint, out, method, group_size, calibration, samples, seq_len, overwrite)
 
 
 def _ks(specs: List[str]) -> dict[str, list[int]]:
@@ -209,7 +227,12 @@ def _ks(specs: List[str]) -> dict[str, list[int]]:
         kind, _, counts = spec.partition("=")
         if kind not in ("attn", "mlp", "block", "joint") or not counts:
             raise RedundancyError(f"--k {spec!r}: write KIND=K1,K2 with KIND attn, mlp, block or joint")
-        out[kind] = [int(k) for k in counts.split(",")]
+        try:
+            out[kind] = [int(k) for k in counts.split(",")]
+        except ValueError:
+            raise RedundancyError(f"--k {spec!r}: counts are comma-separated integers, e.g. attn=4,8") from None
+        if min(out[kind]) < 1:
+            raise RedundancyError(f"--k {spec!r}: every count must be at least 1")
     return out
 
 
@@ -242,6 +265,16 @@ def table(results: Path = typer.Argument(..., help="a results store (from study 
     """Print the study's Table 1: task scores, average, % of baseline, speedup, gamma; * under 95%."""
     from . import _run_study
     _run_study.table_command(results, model, step, out)
+
+
+@command()
+def check(store: Path = typer.Argument(..., help="a cube store")) -> None:
+    """Verify every cell of a cube (files present, sizes as written); list what a run would rescore.
+    Exit code 1 when a cell is damaged."""
+    from . import _run
+    damaged = _run.check_command(store)
+    if damaged:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

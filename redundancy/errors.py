@@ -1,6 +1,8 @@
 """Every error the toolkit raises on purpose. Each message says what was wrong and what to do."""
 from __future__ import annotations
 
+import errno
+
 
 class RedundancyError(Exception):
     """Base class: the CLI prints these as one line and exits non-zero."""
@@ -36,3 +38,29 @@ class SelfCheckError(RedundancyError):
 
 class OutputError(RedundancyError):
     """An output would replace its input or an existing result, or is locked by another writer."""
+
+
+def one_line(exc: BaseException) -> str:
+    """Any exception as one line that says what was wrong and what to do; ours are already that."""
+    if isinstance(exc, RedundancyError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in _OS_HINTS:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}:{where}; {_OS_HINTS[exc.errno]}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for code, words in _OS_WORDS.items():  # OS errors other libraries (safetensors, zarr) re-raise as text
+        if words in text:
+            return f"{type(exc).__name__}: {words}; {_OS_HINTS[code]}"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+
+
+_OS_WORDS = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system",
+             errno.EDQUOT: "Disk quota exceeded"}
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space or write elsewhere, then run again (finished work is kept)",
+    errno.EROFS: "the file system is read-only: write elsewhere (--out, --cache-dir)",
+    errno.EACCES: "no permission: write elsewhere or fix the permissions",
+    errno.EDQUOT: "the disk quota is exceeded: free space or write elsewhere",
+}

@@ -49,6 +49,7 @@ def evaluate(model: nn.Module, tokenizer: Any, preset: str | None = "builtin", t
         by_shots[s["shots"]].append(_local_config(task) or task)
     scores = {}
     manager = _task_manager(any(isinstance(t, str) for tasks in by_shots.values() for t in tasks))
+    _check_known([t for tasks in by_shots.values() for t in tasks if isinstance(t, str)], manager)
     for shots, task_list in by_shots.items():
         out = simple_evaluate(model=lm, tasks=task_list, num_fewshot=shots, limit=limit, log_samples=False,
                               task_manager=manager)
@@ -56,6 +57,18 @@ def evaluate(model: nn.Module, tokenizer: Any, preset: str | None = "builtin", t
             if task in spec:
                 scores[task] = _pick(metrics, spec[task]["metric"])
     return scores
+
+
+def _check_known(names: list[str], manager: Any) -> None:
+    """Unknown lm-eval task names: one NotFoundError with the closest known names."""
+    import difflib
+
+    known = set(manager.all_tasks) if names else set()
+    for name in names:
+        if name not in known:
+            near = difflib.get_close_matches(name, sorted(known), n=3)
+            raise NotFoundError(f"lm-eval knows no task {name!r}" + (f"; did you mean {', '.join(near)}?" if near else
+                                "; list them with `lm-eval ls tasks`"))
 
 
 @lru_cache(maxsize=2)

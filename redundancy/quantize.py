@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ._atomic import atomic_dir, check_output
 from .errors import RedundancyError
 from .families import family_for
 
@@ -31,6 +32,8 @@ _EXTRA_AWQ = {
 
 def check_group_size(model: nn.Module, group_size: int) -> None:
     """Every quantized Linear's input width must be a multiple of the group size."""
+    if group_size < 1:
+        raise RedundancyError(f"--group-size {group_size}: give a positive number of weights per scale (e.g. 128)")
     bad = [(n, m.in_features) for n, m in model.named_modules()
            if isinstance(m, nn.Linear) and not n.endswith("lm_head") and m.in_features % group_size]
     if bad:
@@ -102,11 +105,13 @@ def _quiet_cpu_safe(verbose: bool) -> Iterator[None]:
 
 def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: int = 128,
              calibration: str = "prose", n_samples: int = 64, seq_len: int = 128, seed: int = 0,
-             n_grid: int = 20, verbose: bool = False) -> Path:
+             n_grid: int = 20, verbose: bool = False, overwrite: bool = False) -> Path:
     """Quantize checkpoint `src` (dropped or not) to 4-bit weights and save it to `out`.
 
     Calibration: `n_samples` packed windows of `seq_len` tokens of a calibration set (as scoring).
     `n_grid`: AWQ's grid of scale exponents per mapping (fewer is faster and coarser).
+    `out` is written under a temporary name and renamed when complete; it may not be, contain or sit
+    inside `src`, and an existing non-empty `out` is replaced only with `overwrite`.
     """
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -115,7 +120,7 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     from .calibration import calibration_tokens
     from .drop import load_any
 
-    src, out = Path(src), Path(out)
+    src, out = Path(src), check_output(out, [src], overwrite)
     model, tokenizer = load_any(src), AutoTokenizer.from_pretrained(src)
     check_group_size(model, group_size)
     ids = calibration_tokens(calibration, tokenizer, n_samples, seq_len, seed).tokens  # (n, seq_len)
@@ -123,9 +128,10 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     with _quiet_cpu_safe(verbose):
         oneshot(model=model, dataset=data, recipe=recipe(model, method, group_size, n_grid),
                 max_seq_length=seq_len, num_calibration_samples=n_samples)
-    model.save_pretrained(out, save_compressed=True)
-    tokenizer.save_pretrained(out)
-    for extra in ("modeling_dropped.py", "checkpoint.json"):
-        if (src / extra).exists():
-            shutil.copy(src / extra, out / extra)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp, save_compressed=True)
+        tokenizer.save_pretrained(tmp)
+        for extra in ("modeling_dropped.py", "checkpoint.json"):
+            if (src / extra).exists():
+                shutil.copy(src / extra, tmp / extra)
     return out

@@ -2,13 +2,12 @@
 everything into one results store (resumable: finished models and rows are kept)."""
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .drop import DropPlan, load_any, materialize
+from .errors import RedundancyError
 from .results import BASELINE, has_results, open_results, write_results
 
 Order = Sequence  # layers (attn, mlp, block) or (module, layer) pairs (joint), most redundant first
@@ -48,9 +47,13 @@ class Variant:
 
 
 def plans(orders: dict[str, Order], ks: dict[str, list[int]]) -> list[DropPlan]:
-    """DropPlan.from_order for every kind and count asked for (counts past an order's end are skipped)."""
+    """DropPlan.from_order for every kind and count asked for; a count past an order's end is an error."""
+    for kind, counts in ks.items():
+        if kind in orders and (over := [k for k in counts if k > len(orders[kind])]):
+            raise RedundancyError(f"--k {kind}={over[0]}: the {kind} order has only {len(orders[kind])} "
+                                  f"entries; ask for at most {len(orders[kind])}")
     return [DropPlan.from_order(kind, orders[kind], k) for kind, counts in ks.items() if kind in orders
-            for k in counts if k <= len(orders[kind])]
+            for k in counts]
 
 
 def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySettings, model: str, step: int,
@@ -60,12 +63,13 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
     results, models = out / "results.zarr", out / "models"
     variants = [Variant(BASELINE, Path(checkpoint), BASELINE, 0)]
     for plan in plans(orders, s.ks):
-        path = _once(models / plan.name, lambda d, p=plan: materialize(checkpoint, p, d))
+        path = _once(models / plan.name, lambda d, over, p=plan: materialize(checkpoint, p, d, over))
         variants.append(Variant(plan.name, path, plan.kind, plan.n_dropped))
     attn = [v.name for v in variants if v.kind == "attn"]
     for v in [v for v in variants if v.name in (s.quantize_plans or attn[-1:])]:
         for method in s.quantize:
-            path = _once(models / f"{v.name}+{method}", lambda d, m=method, src=v.path: _quantize(src, d, m, s))
+            path = _once(models / f"{v.name}+{method}",
+                         lambda d, over, m=method, src=v.path: _quantize(src, d, m, s, over))
             variants.append(Variant(f"{v.name}+{method}", path, v.kind, v.n_dropped, method))
     for i, v in enumerate(variants):
         log(f"[{i + 1}/{len(variants)}] evaluate and time {v.name}")
@@ -74,21 +78,18 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
     return results
 
 
-def _quantize(src: Path, dst: Path, method: str, s: StudySettings) -> Path:
+def _quantize(src: Path, dst: Path, method: str, s: StudySettings, overwrite: bool) -> Path:
     from .quantize import quantize
-    return quantize(src, dst, method, group_size=s.group_size, n_samples=s.quant_samples, n_grid=s.n_grid)
+    return quantize(src, dst, method, group_size=s.group_size, n_samples=s.quant_samples, n_grid=s.n_grid,
+                    overwrite=overwrite)
 
 
-def _once(path: Path, make: Callable[[Path], Path]) -> Path:
-    """`make(tmp)`, then rename to `path`: a killed run never leaves half a model. Kept if present."""
+def _once(path: Path, make: Callable[[Path, bool], Path]) -> Path:
+    """`make(path, overwrite)` unless a complete model is there: a killed run leaves no half model
+    (make writes atomically) and a complete one is kept."""
     if (path / "config.json").exists():
         return path
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(path, ignore_errors=True)
-    make(tmp)
-    os.replace(tmp, path)
-    return path
+    return make(path, path.exists())  # an existing folder without config.json holds nothing complete
 
 
 def _done(results: Path, model: str, step: int, plan: str) -> bool:

@@ -68,9 +68,9 @@ def test_sigkill_during_writes_keeps_confirmed_rows(tmp_path):
 def test_old_single_group_layout_is_read_and_converted(tmp_path):
     """Stores written before the versioned layout (a zarr group at the store's path) keep their rows."""
     import xarray as xr
-    from redundancy.results import _row
+    from redundancy.results import _objects, _row
     store = tmp_path / "old.zarr"
-    _row("m", 0, "baseline", {"task": 0.5}, None, dict(kind="baseline", n_dropped=0, quant="none")).to_zarr(
+    _objects(_row("m", 0, "baseline", {"task": 0.5}, None, dict(kind="baseline", n_dropped=0, quant="none"))).to_zarr(
         str(store), zarr_format=3, consolidated=False)
     assert isinstance(open_results(store), xr.Dataset)
     ds = write_results(store, "m", 0, "Attn-2", {"task": 0.4}, kind="attn", n_dropped=2)
@@ -126,3 +126,23 @@ def test_killed_drop_leaves_nothing_loadable(local_series, tmp_path):
     assert len(partial) == 1 and (partial[0] / "config.json").exists()
     with pytest.raises(RedundancyError, match="half-written"):
         load_any(partial[0])
+
+
+def test_damaged_cell_is_reported_and_rescored(local_series, tmp_path):
+    """Chunks deleted from a finished cell: `check` lists it, the next run rescores it to the same values."""
+    import numpy as np
+    from redundancy import open_cube
+    store = tmp_path / "cube.zarr"
+    fast = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4"]
+    runner = CliRunner()
+    assert runner.invoke(app, ["score", f"local:{local_series}", "--out", str(store), *fast]).exit_code == 0
+    before = open_cube(store).importance.values
+    cell = sorted((store / "cells").glob("*/*/step-*"))[1]
+    chunk = next(p for p in sorted((cell / "importance").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    chunk.unlink()
+    r = runner.invoke(app, ["check", str(store)])
+    assert r.exit_code == 1 and f"{cell.name}" in r.output and "missing" in r.output and "3 cells sound" in r.output
+    r = runner.invoke(app, ["score", f"local:{local_series}", "--out", str(store), *fast])
+    assert r.exit_code == 0 and "damaged cell" in r.output and "1 cells written" in r.output
+    np.testing.assert_array_equal(open_cube(store).importance.values, before)
+    assert runner.invoke(app, ["check", str(store)]).exit_code == 0

@@ -51,4 +51,4 @@ def test_killed_run_resumes_to_the_same_cube(slow_series, tmp_path):
     for var in ("importance", "importance_no_residual", "angular_distance", "relative_magnitude"):
         np.testing.assert_array_equal(a[var].values, b[var].values)
     np.testing.assert_array_equal(a.fingerprint.values, b.fingerprint.values)
-    assert not list((resumed / ".tmp").glob("*"))  # partial cells of the killed run were cleaned
+    assert not list(resumed.glob("cells/*/*/.step-*.tmp-*"))  # partial cells of the killed run were cleaned

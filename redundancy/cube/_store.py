@@ -1,9 +1,11 @@
 """A cube on disk: a zarr v3 group whose cells are written whole and renamed into place.
 
 Layout: STORE/zarr.json (root attrs: settings), STORE/cells/<model>/<dataset>/step-<step>/ (a zarr
-group per cell), STORE/.tmp/ (cells being written). A rename is atomic, so a cell is either absent
-or complete: a killed run leaves only a temporary folder, and writers of disjoint cells never touch
-each other's files.
+group per cell, written by _atomic.atomic_dir: a temporary folder beside it, renamed when complete).
+A cell is either absent or complete: a killed run leaves only a temporary folder, and writers of
+disjoint cells never touch each other's files. Each cell ends with `.complete.json`, the size of
+every file in it, written last: a cell whose files were deleted or truncated later is reported as
+damaged and rescored, never read as finished.
 """
 from __future__ import annotations
 
@@ -11,18 +13,19 @@ import json
 import os
 import re
 import shutil
-import socket
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import xarray as xr
 import zarr
 
-from ..errors import StoreError
+from .._atomic import atomic_dir, clean_stale
+from ..errors import OutputError, StoreError
 from ._schema import SETTINGS_KEYS, settings_diff
 
 _FORMAT = "redundancy-cube/1"
+COMPLETE = ".complete.json"  # per cell, written last: every file's size
 
 
 def _key(name: str) -> str:
@@ -49,9 +52,23 @@ class CubeStore:
         else:
             if settings is None:
                 raise StoreError(f"{store.path} is not a cube yet: score something into it first")
-            root = zarr.open_group(str(store.path), mode="w-", zarr_format=3)
-            root.attrs.update({"format": _FORMAT, "settings": {k: settings[k] for k in SETTINGS_KEYS}})
+            store._create(settings)
         return store
+
+    def _create(self, settings: dict[str, Any]) -> None:
+        """The root group with its settings, written whole (a concurrent creator may win: then its
+        settings must agree)."""
+        try:
+            with atomic_dir(self.path, overwrite=False) as tmp:
+                root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+                root.attrs.update({"format": _FORMAT, "settings": {k: settings[k] for k in SETTINGS_KEYS}})
+        except OutputError:  # created by another process meanwhile, or an empty folder was there
+            if not (self.path / "zarr.json").exists():
+                self.path.rmdir()  # the empty folder the user gave as --out: replace it
+                return self._create(settings)
+            if diff := settings_diff(self.settings(), settings):
+                raise StoreError(f"{self.path} was just created with other calibration settings "
+                                 f"({'; '.join(diff)}); write to another --out") from None
 
     def _check_path(self) -> None:
         p = self.path
@@ -72,7 +89,46 @@ class CubeStore:
         return self.path / kind / _key(model) / _key(dataset) / f"step-{step:012d}"
 
     def has_cell(self, model: str, step: int, dataset: str, kind: str = "cells") -> bool:
-        return (self.cell_path(model, step, dataset, kind) / "zarr.json").exists()
+        """True when the cell was written completely (its `.complete.json` or, for cells written
+        before that record existed, its zarr.json)."""
+        path = self.cell_path(model, step, dataset, kind)
+        return (path / COMPLETE).exists() or (path / "zarr.json").exists()
+
+    def missing(self, model: str, step: int, datasets: list[str], source: str = "",
+                log: Callable[[str], None] = lambda msg: None) -> list[str]:
+        """The datasets of (model, step) still to score: absent cells, and damaged ones (reported and
+        removed). Cells scored from other weights (`source`) are refused: another model, same name."""
+        out = []
+        for d in datasets:
+            path = self.cell_path(model, step, d)
+            if not self.has_cell(model, step, d):
+                out.append(d)
+            elif what := self.damage(path):
+                log(f"{model} step {step} {d}: damaged cell ({what}); rescoring it")
+                self.discard(path)
+                out.append(d)
+            elif source and (stored := _stored_source(path)) and stored != source:
+                raise StoreError(f"{self.path} holds {model} step {step} scored from other weights ({stored}; "
+                                 f"this checkpoint's are {source}): another model under the same name. "
+                                 "Score it into another --out, or rename its folder")
+        return out
+
+    def damage(self, path: Path) -> str:
+        """"" for a sound cell, else what is wrong with it (a file missing or of another size)."""
+        record = path / COMPLETE
+        if not record.exists():  # written before the record existed: the scores must read back
+            return "" if (path / "zarr.json").exists() and _legacy_readable(path) else "unreadable"
+        for name, size in json.loads(record.read_text()).items():
+            f = path / name
+            if not f.exists() or f.stat().st_size != size:
+                return f"{name} {'missing' if not f.exists() else 'truncated'}"
+        return ""
+
+    def discard(self, path: Path) -> None:
+        """Remove a damaged cell so it is rescored (moved aside first: readers never see half of it)."""
+        aside = path.parent / f".{path.name}.damaged-{uuid.uuid4().hex[:8]}"
+        os.rename(path, aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
     def read_cell(self, model: str, step: int, dataset: str, kind: str = "cells") -> xr.Dataset:
         """One stored cell, loaded into memory."""
@@ -85,14 +141,12 @@ class CubeStore:
         final = self.cell_path(model, int(step), dataset, kind)
         if final.exists():
             return False
-        tmp = self.path / ".tmp" / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        cell.to_zarr(str(tmp), mode="w-", zarr_format=3, consolidated=False)
-        final.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(tmp, final)
-        except OSError:  # a concurrent writer finished the same cell first
-            shutil.rmtree(tmp, ignore_errors=True)
+            with atomic_dir(final) as tmp:
+                cell.to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=False)
+                sizes = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+                (tmp / COMPLETE).write_text(json.dumps(sizes))
+        except OutputError:  # a concurrent writer finished the same cell first
             return False
         return True
 
@@ -101,20 +155,27 @@ class CubeStore:
 
     def clean_partial(self) -> int:
         """Remove this host's temporary cells left by processes that no longer run."""
-        removed = 0
-        for tmp in (self.path / ".tmp").glob(f"{socket.gethostname()}-*"):
-            pid = int(tmp.name.rsplit("-", 2)[-2])
-            if not _alive(pid):
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed += 1
-        return removed
+        before = self._partials()
+        for kind in ("cells", "orders"):
+            for folder in (self.path / kind).glob("*/*"):
+                for stale in {p.name.split(".tmp-")[0][1:] for p in folder.glob(".step-*.tmp-*")}:
+                    clean_stale(folder / stale)
+        return before - self._partials()
+
+    def _partials(self) -> int:
+        return sum(1 for kind in ("cells", "orders") for _ in (self.path / kind).glob("*/*/.step-*.tmp-*"))
 
 
-def _alive(pid: int) -> bool:
+def _stored_source(path: Path) -> str:
+    """The `source` a cell records ("" for cells written before it was recorded)."""
+    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    return str(group["source"][()]) if "source" in group else ""
+
+
+def _legacy_readable(path: Path) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        ds = xr.open_zarr(str(path), consolidated=False, zarr_format=3)
+        var = next(v for v in ds.data_vars if ds[v].ndim > 0)  # a metric (or drop_order), not provenance
+        return bool(ds[var].notnull().any())
+    except Exception:  # noqa: BLE001 - any read failure is damage
         return False
-    except PermissionError:
-        return True
-    return True

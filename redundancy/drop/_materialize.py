@@ -27,10 +27,12 @@ def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: boo
     `out` is written under a temporary name and renamed when complete; it may not be, contain or
     sit inside `src`, and an existing non-empty `out` is replaced only with `overwrite`.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from ..sources._load import load_model
 
     out = check_output(out, [src], overwrite)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
+    model = load_model(src, dtype="auto")
     family = family_for(model.config)
     layers = model.get_submodule(family.layers)
     plan.check(len(layers))
@@ -87,8 +89,6 @@ def load_dropped(path: str | Path, **kwargs) -> nn.Module:
 
 def load_any(path: str | Path, **kwargs) -> nn.Module:
     """Any checkpoint folder: dropped (ours or the study's format), quantized or stock; eval mode."""
-    from transformers import AutoModelForCausalLM
-
     config = Path(path) / "config.json"
     if is_incomplete(path):
         raise RedundancyError(f"{path} is a half-written output (its writer was killed or is still running); "
@@ -98,4 +98,5 @@ def load_any(path: str | Path, **kwargs) -> nn.Module:
     raw = json.loads(config.read_text())
     if raw.get("drop_attn_list") or raw.get("drop_mlp_list"):
         return load_dropped(path, **kwargs).eval()
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
+    from ..sources._load import load_model
+    return load_model(path, **kwargs)

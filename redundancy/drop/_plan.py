@@ -32,6 +32,8 @@ class DropPlan:
     @classmethod
     def from_order(cls, kind: str, order, k: int) -> "DropPlan":
         """The first k entries of an order. kind: attn, mlp, block (layers) or joint ((module, layer))."""
+        if k < 1:
+            raise RedundancyError(f"--k {k}: the number of modules to drop must be at least 1")
         first = list(order)[:k]
         if len(first) < k:
             raise RedundancyError(f"the order has {len(first)} entries; cannot drop {k}")
@@ -47,3 +49,5 @@ class DropPlan:
         bad = [i for i in self.attn + self.mlp if not 0 <= i < n_layers]
         if bad:
             raise RedundancyError(f"layer {bad[0]} does not exist: the model has {n_layers} layers (0..{n_layers - 1})")
+        if self.blocks_only and len(self.attn) >= n_layers:
+            raise RedundancyError(f"the plan drops all {n_layers} layers; keep at least one")

@@ -1,6 +1,8 @@
 """The typed objects a series is made of."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ class Checkpoint:
     subfolder: str | None = None  # for histories kept as folders on one branch (MAP-Neo)
     download_bytes: int = 0  # what scoring needs to download
     format: str = "hf"  # "hf" or "megatron"
+    source: str = ""  # what the weights are: a digest of the hub's LFS sha256s, or of the local files
     duplicate_of: int | None = None  # step whose weights are byte-identical (scored once)
     # integrity flags, set from the hub's listing before anything is downloaded (sources/_integrity.py)
     partial_duplicate_of: tuple[int, ...] = ()  # steps sharing some, not all, weight files
@@ -63,3 +66,25 @@ class Series:
 
     model: str
     checkpoints: list[Checkpoint]
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def hashes_digest(hashes: dict[str, str]) -> str:
+    """A short digest of {file: sha256}: what a checkpoint's weights are, as the hub lists them."""
+    return "lfs:" + hashlib.sha256(json.dumps(sorted(hashes.items())).encode()).hexdigest()[:16]
+
+
+def local_digest(folder: Path, sample: int = 1 << 20) -> str:
+    """A short digest of a folder's weight files: each file's name, size, and first and last MiB
+    (different weights differ there: the header then the first tensors' bytes). Cheap for 7B files."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.name.endswith(WEIGHT_SUFFIXES)):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}:".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(sample))
+            fh.seek(max(size - sample, 0))
+            h.update(fh.read(sample))
+    return "files:" + h.hexdigest()[:16]

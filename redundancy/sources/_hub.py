@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from ..errors import SeriesError
-from ._checkpoint import Checkpoint
+from ._checkpoint import Checkpoint, hashes_digest
 from ._integrity import TOKENIZER_FILES, config_drift, mark_duplicates, mark_tokenizers
 from ._presets import Preset
 from ._tiny import cache_root
@@ -70,7 +70,7 @@ def _describe(api, repo: str, step: int, tokens, name: str, commit: str, sub: st
     config = rel.get("config.json")
     return Checkpoint(step=step, tokens=tokens, revision=name, commit=commit, weight_hashes=hashes,
                       repo=repo, subfolder=sub, download_bytes=sum(f.size for f in keep.values()),
-                      format=fmt, config_id=config.blob_id if config else None,
+                      format=fmt, config_id=config.blob_id if config else None, source=hashes_digest(hashes),
                       has_tokenizer=fmt == "megatron" or any(p in rel for p in TOKENIZER_FILES))
 
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from ..errors import SeriesError
-from ._checkpoint import Checkpoint
+from ._checkpoint import Checkpoint, local_digest
 
 
 def _step_of(folder: Path) -> tuple[int, float | None]:
@@ -39,7 +39,8 @@ def local_checkpoints(root: Path) -> list[Checkpoint]:
     ckpts = []
     for folder in folders:
         step, tokens = _step_of(folder)
-        ckpts.append(Checkpoint(step=step, tokens=tokens, path=folder, revision=folder.name))
+        ckpts.append(Checkpoint(step=step, tokens=tokens, path=folder, revision=folder.name,
+                                source=local_digest(folder)))
     steps = [c.step for c in ckpts]
     if len(set(steps)) != len(steps):
         dup = sorted({s for s in steps if steps.count(s) > 1})
