@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,8 @@ from ._schema import SETTINGS_KEYS, settings_diff
 
 _FORMAT = "redundancy-cube/1"
 COMPLETE = ".complete.json"  # per cell, written last: every file's size
+# zarr lists a group's folder and warns about any file that is not zarr's own: ours is expected
+warnings.filterwarnings("ignore", message=r"Object at \.complete\.json is not recognized")
 
 
 def _key(name: str) -> str:
