@@ -10,8 +10,8 @@ from ._pipeline import Events, ScoreSettings, load_checkpoint, score_series
 from .calibration import CALIBRATION_SETS, Calibration, calibration_tokens
 from .cube import CubeStore, open_cube
 from .drop import DropPlan, iterative_order, load_any, load_dropped, materialize
-from .errors import (CalibrationError, NonFiniteActivationError, NotFoundError, RedundancyError,
-                     SeriesError, StoreError, UnsupportedFamilyError)
+from .errors import (CalibrationError, NonFiniteActivationError, NotFoundError, OutputError, RedundancyError,
+                     SelfCheckError, SeriesError, StoreError, UnsupportedFamilyError)
 from .evaluate import evaluate
 from .families import FAMILIES, Family, family_for
 from .quantize import quantize
@@ -34,5 +34,5 @@ __all__ = [
     "evaluate", "measure_speed", "sdr", "quantize", "run_study", "StudySettings",
     "open_results", "write_results", "results_table",
     "RedundancyError", "NotFoundError", "UnsupportedFamilyError", "SeriesError", "CalibrationError",
-    "NonFiniteActivationError", "StoreError",
+    "NonFiniteActivationError", "StoreError", "SelfCheckError", "OutputError",
 ]

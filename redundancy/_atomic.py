@@ -88,7 +88,8 @@ def atomic_file(path: str | Path, data: bytes | str) -> Path:
 
 @contextmanager
 def locked(path: str | Path, timeout: float = 600) -> Iterator[None]:
-    """Hold `path`.lock, an inter-process lock released even when the holder is killed."""
+    """Hold `path`.lock, an inter-process lock released even when the holder is killed (timeout < 0:
+    wait for as long as it takes)."""
     from filelock import FileLock, Timeout
 
     path = Path(path)

@@ -68,9 +68,9 @@ def table_command(results: Path, model: str | None, step: int | None, out: Path 
     frame = results_table(ds, model, step)
     console.print(_rich(frame, f"{model}, step {step} (* under 95% of baseline)"))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(out.with_suffix(".csv"))
-        out.with_suffix(".md").write_text(_markdown(frame, f"{model}, step {step}"))
+        from ._atomic import atomic_file
+        atomic_file(out.with_suffix(".csv"), frame.to_csv())
+        atomic_file(out.with_suffix(".md"), _markdown(frame, f"{model}, step {step}"))
         console.print(f"table: {out.with_suffix('.csv')}, {out.with_suffix('.md')}")
     return frame
 

@@ -268,6 +268,21 @@ def table(results: Path = typer.Argument(..., help="a results store (from study 
 
 
 @command()
+def families() -> None:
+    """The family table: model type, residual form, where each module's output joins the residual,
+    and whether layer-by-layer scoring supports it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .families import table_rows
+    rows = table_rows()
+    table = Table(*rows[0], title="families (read from config.model_type)")
+    for row in rows:
+        table.add_row(*row.values())
+    Console(soft_wrap=True).print(table)
+
+
+@command()
 def check(store: Path = typer.Argument(..., help="a cube store")) -> None:
     """Verify every cell of a cube (files present, sizes as written); list what a run would rescore.
     Exit code 1 when a cell is damaged."""

@@ -5,14 +5,18 @@ For layer l with input h (the residual stream entering it) and output o:
 
 | residual form | families | attn X -> Y | mlp X -> Y | "module output added back" |
 |---|---|---|---|---|
-| sequential pre-norm | llama, mistral, qwen2, qwen3, gpt_neox (use_parallel_residual=False) | h -> h + a | m0 -> o | a = attn(norm(h)), m = mlp(norm(m0)) |
-| sandwich norms | gemma2 | h -> h + a | m0 -> o | a = post_attn_norm(attn(norm(h))), m likewise |
-| post-sublayer norm | olmo2 | h -> h + a | m0 -> o | a = post_attn_norm(attn(h)), m likewise |
+| sequential pre-norm | llama, mistral, qwen2, qwen3, olmo, smollm3, phi3, gpt2, gpt_neox (use_parallel_residual=False) | h -> h + a | m0 -> o | a = attn(norm(h)), m = mlp(norm(m0)) |
+| pre-norm, mixture of experts | mixtral, olmoe, qwen2_moe, qwen3_moe | h -> h + a | m0 -> o | m = the whole sparse block (router and experts) |
+| scaled residual | granite | h -> h + r a | m0 -> o | a, m scaled by r = config.residual_multiplier |
+| sandwich norms | gemma2, gemma3_text | h -> h + a | m0 -> o | a = post_attn_norm(attn(norm(h))), m likewise |
+| post-sublayer norm | olmo2, olmo3 | h -> h + a | m0 -> o | a = post_attn_norm(attn(h)), m likewise |
 | parallel | gpt_neox (Pythia) | h -> h + a | h -> h + m | o = h + a + m, both read h |
 
 m0 = h + a is the residual after attention, read off the input of `mid_site` (the module the model
 applies to it first). Block: h -> o. "Without residual": X = the module's own input (the norm's
-output; h itself for olmo2) and Y = its raw output a or m; for the block X = h, Y = o - h.
+output; h itself for olmo2) and Y = its raw output a or m; for the block X = h, Y = o - h. Sliding
+windows (olmo3, gemma3), NoPE layers (smollm3) and QKV clipping (olmo) live inside the attention
+module and need nothing here. `redundancy families` prints the table.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Any
 
 from .errors import UnsupportedFamilyError
 
-__all__ = ["Family", "FAMILIES", "family_for"]
+__all__ = ["Family", "FAMILIES", "family_for", "table_rows"]
 
 
 @dataclass(frozen=True)
@@ -40,29 +44,47 @@ class Family:
     embed: str
     attn_norm: str | None = "input_layernorm"  # norm in front of attention (none in olmo2)
     mlp_norm: str | None = "post_attention_layernorm"  # norm in front of the MLP
+    scale: str | None = None  # config attribute r: what joins the residual is r * the module's output
+    embed_scale: str | None = None  # config attribute multiplying the embedding output (granite)
+    layerwise: str = ""  # why layer-by-layer scoring cannot mirror this trunk ("" when it can)
 
     def describe(self) -> str:
-        return f"{self.model_type}: {self.residual} residual, attn adds {self.attn_out}, mlp adds {self.mlp_out}"
+        scaled = f" x {self.scale}" if self.scale else ""
+        return (f"{self.model_type}: {self.residual} residual, attn adds {self.attn_out}{scaled}, "
+                f"mlp adds {self.mlp_out}{scaled}")
 
 
-def _pre_norm(model_type: str) -> Family:
+_FUSED = "experts fused on load"  # transformers converts the per-expert tensors on disk when loading
+
+
+def _pre_norm(model_type: str, **kw: Any) -> Family:
     return Family(model_type, "model.layers", "self_attn", "mlp", "self_attn", "mlp",
-                  "post_attention_layernorm", "sequential", "model.norm", "model.embed_tokens")
+                  "post_attention_layernorm", "sequential", "model.norm", "model.embed_tokens", **kw)
+
+
+def _sandwich(model_type: str) -> Family:
+    return Family(model_type, "model.layers", "self_attn", "mlp", "post_attention_layernorm",
+                  "post_feedforward_layernorm", "pre_feedforward_layernorm", "sequential", "model.norm",
+                  "model.embed_tokens", mlp_norm="pre_feedforward_layernorm")
+
+
+def _post_norm(model_type: str) -> Family:
+    return Family(model_type, "model.layers", "self_attn", "mlp", "post_attention_layernorm",
+                  "post_feedforward_layernorm", "mlp", "sequential", "model.norm", "model.embed_tokens",
+                  attn_norm=None, mlp_norm=None)
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in [
-    _pre_norm("llama"),
-    _pre_norm("mistral"),
-    _pre_norm("qwen2"),
-    _pre_norm("qwen3"),
-    Family("gemma2", "model.layers", "self_attn", "mlp", "post_attention_layernorm",
-           "post_feedforward_layernorm", "pre_feedforward_layernorm", "sequential", "model.norm",
-           "model.embed_tokens", mlp_norm="pre_feedforward_layernorm"),
-    Family("olmo2", "model.layers", "self_attn", "mlp", "post_attention_layernorm",
-           "post_feedforward_layernorm", "mlp", "sequential", "model.norm", "model.embed_tokens",
-           attn_norm=None, mlp_norm=None),
+    *(_pre_norm(t) for t in ("llama", "mistral", "qwen2", "qwen3", "olmo", "smollm3", "phi3")),
+    *(_pre_norm(t, layerwise=_FUSED) for t in ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe")),  # mlp: the sparse block
+    _pre_norm("granite", scale="residual_multiplier", embed_scale="embedding_multiplier"),
+    _sandwich("gemma2"), _sandwich("gemma3_text"),
+    _post_norm("olmo2"), _post_norm("olmo3"),
     Family("gpt_neox", "gpt_neox.layers", "attention", "mlp", "attention", "mlp", None, "parallel",
            "gpt_neox.final_layer_norm", "gpt_neox.embed_in"),
+    Family("gpt2", "transformer.h", "attn", "mlp", "attn", "mlp", "ln_2", "sequential", "transformer.ln_f",
+           "transformer.wte", attn_norm="ln_1", mlp_norm="ln_2",
+           layerwise="learned positions"),  # added to the embedding before the first layer
 ]}
 
 # Pythia-style configs with use_parallel_residual=False: the MLP reads h + a through its norm
@@ -88,3 +110,15 @@ def get_path(root: Any, path: str) -> Any:
     for part in path.split("."):
         root = getattr(root, part)
     return root
+
+
+def table_rows() -> list[dict[str, str]]:
+    """The family table for people: model type, residual form, where each module's output joins
+    the residual, and whether layer-by-layer scoring supports it."""
+    rows = []
+    for f in [*FAMILIES.values(), _SEQUENTIAL_NEOX]:
+        scaled = f" x {f.scale}" if f.scale else ""
+        rows.append({"model_type": f.model_type + (" (use_parallel_residual=false)" if f is _SEQUENTIAL_NEOX else ""),
+                     "residual": f.residual, "attention joins from": f"{f.attn_out}{scaled}",
+                     "MLP joins from": f"{f.mlp_out}{scaled}", "layer-by-layer": f.layerwise and f"no ({f.layerwise})" or "yes"})
+    return rows

@@ -36,9 +36,20 @@ def check_group_size(model: nn.Module, group_size: int) -> None:
         raise RedundancyError(f"--group-size {group_size}: give a positive number of weights per scale (e.g. 128)")
     bad = [(n, m.in_features) for n, m in model.named_modules()
            if isinstance(m, nn.Linear) and not n.endswith("lm_head") and m.in_features % group_size]
+    bad += [(n, p.shape[-1]) for n, p in model.named_parameters()  # fused experts: (E, out, in)
+            if ".experts." in n and p.dim() == 3 and p.shape[-1] % group_size]
     if bad:
         raise RedundancyError(f"{bad[0][0]} has input width {bad[0][1]}, not a multiple of the group size "
                               f"{group_size}; pass a group size that divides every layer width (e.g. 32)")
+
+
+def _check_not_fused_experts(model: nn.Module) -> None:
+    """transformers fuses a mixture of experts' per-expert weights on load; their 4-bit form does not
+    convert back (seen with llmcompressor 0.14 and transformers 5.17), so it would not reload."""
+    fused = next((n for n, p in model.named_parameters() if ".experts." in n and p.dim() == 3), None)
+    if fused is not None:
+        raise RedundancyError(f"{type(model).__name__} is a mixture of experts ({fused}): its 4-bit checkpoint "
+                              "would not reload (transformers fuses experts on load); quantize a dense model")
 
 
 def awq_mappings(model: nn.Module) -> list:
@@ -123,6 +134,7 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     src, out = Path(src), check_output(out, [src], overwrite)
     model, tokenizer = load_any(src), AutoTokenizer.from_pretrained(src)
     check_group_size(model, group_size)
+    _check_not_fused_experts(model)
     ids = calibration_tokens(calibration, tokenizer, n_samples, seq_len, seed).tokens  # (n, seq_len)
     data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
     with _quiet_cpu_safe(verbose):

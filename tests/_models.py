@@ -17,13 +17,32 @@ CONFIGS: dict[str, dict] = {
     "gpt_neox": dict(use_parallel_residual=True, rotary_pct=0.25, eos_token_id=0, bos_token_id=0),
     "gpt_neox_sequential": dict(use_parallel_residual=False, rotary_pct=0.25, eos_token_id=0,
                                 bos_token_id=0),
+    # the architectural flags of the real configs, widths shrunk (issue 12)
+    "olmo": dict(num_key_value_heads=2, clip_qkv=8.0, eos_token_id=0, pad_token_id=0),  # OLMo-1 -hf
+    "olmo3": dict(num_key_value_heads=2, sliding_window=8,  # Olmo-3: 3 sliding-window layers to 1 full
+                  layer_types=["sliding_attention"] * 3 + ["full_attention"]),
+    "olmoe": dict(num_key_value_heads=2, num_experts=64, num_experts_per_tok=8, intermediate_size=16,
+                  eos_token_id=0, pad_token_id=0),  # OLMoE-1B-7B: 64 experts, top-8
+    "smollm3": dict(num_key_value_heads=2, no_rope_layer_interval=4, pad_token_id=0, bos_token_id=0,
+                    eos_token_id=0),  # no rotary embedding in every 4th layer
+    "granite": dict(num_key_value_heads=2, residual_multiplier=0.22, embedding_multiplier=12.0,
+                    attention_multiplier=0.0625, logits_scaling=8.0),  # granite-3 values
+    "gemma3_text": dict(num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
+                        layer_types=["sliding_attention"] * 3 + ["full_attention"]),
+    "phi3": dict(num_key_value_heads=2, pad_token_id=0, eos_token_id=0, bos_token_id=0),
+    "mixtral": dict(num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2),
+    "qwen2_moe": dict(num_key_value_heads=2, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                      shared_expert_intermediate_size=64),  # with the shared expert
+    "qwen3_moe": dict(num_key_value_heads=2, head_dim=16, num_experts=8, num_experts_per_tok=2,
+                      moe_intermediate_size=32),
+    "gpt2": dict(n_positions=256, bos_token_id=0, eos_token_id=0),  # Stanford CRFM runs: learned positions
 }
 
 
 def tiny_model(name: str, seed: int = 0, layers: int = 4, vocab: int = 256,
                hidden: int = 64) -> torch.nn.Module:
     """A random model of family `name` in fp32, eval mode. Weights scaled up so sublayers matter."""
-    model_type = "gpt_neox" if name.startswith("gpt_neox") else name
+    model_type = "gpt_neox" if name.startswith("gpt_neox") else name  # gpt2 maps hidden_size etc. itself
     config = AutoConfig.for_model(model_type, **{**COMMON, "num_hidden_layers": layers,
                                                  "vocab_size": vocab, "hidden_size": hidden,
                                                  "intermediate_size": 2 * hidden, **CONFIGS[name]})

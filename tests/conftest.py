@@ -55,3 +55,12 @@ def demo_dir(tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.output
     (root / "demo" / "output.txt").write_text(result.output)
     return root / "demo"
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    """For hub tests: fresh redundancy and hub caches, online (the client talks to tests/_fakehub.py)."""
+    monkeypatch.setenv("REDUNDANCY_CACHE", str(tmp_path / "rcache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hfcache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path

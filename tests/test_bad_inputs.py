@@ -41,7 +41,7 @@ def lab(tmp_path_factory, local_series) -> Path:
     r = cli("score", f"local:{local_series / 'step-10'}", "--out", root / "cube.zarr", *FAST)
     assert r.returncode == 0, r.stderr
     good = local_series / "step-10"
-    for name in ("truncated", "notjson", "notype", "notok", "morelayers", "othermodel"):
+    for name in ("truncated", "notjson", "notype", "notok", "morelayers", "fewerlayers", "othermodel"):
         shutil.copytree(good, root / name / "step-10")
     st = root / "truncated/step-10/model.safetensors"
     st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
@@ -51,6 +51,7 @@ def lab(tmp_path_factory, local_series) -> Path:
     for f in (root / "notok/step-10").glob("tokenizer*"):
         f.unlink()
     (root / "morelayers/step-10/config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 6}))
+    (root / "fewerlayers/step-10/config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
     tiny_model("llama", seed=99, vocab=512).save_pretrained(root / "othermodel/step-10")
     big_tok = root / "bigvocab/step-10"  # ids up to 299 for an embedding of 256 rows
     tiny_model("llama", vocab=256).save_pretrained(big_tok)
@@ -60,7 +61,7 @@ def lab(tmp_path_factory, local_series) -> Path:
 
 @pytest.mark.parametrize("case,needle", [
     ("truncated", "cannot load step 10"), ("notjson", "cannot load step 10"), ("notype", "cannot load step 10"),
-    ("notok", "cannot load the tokenizer"), ("morelayers", "config.json and the weights disagree"),
+    ("notok", "cannot load the tokenizer"), ("morelayers", "18 missing"), ("fewerlayers", "9 unexpected"),
     ("bigvocab", "embedding has 256 rows"),
 ])
 def test_broken_checkpoints(lab, case, needle):
@@ -84,6 +85,8 @@ def test_another_model_under_the_same_name_is_refused(lab):
       "--out", "{tmp}/d"], "at least 1"),
     (["drop", "{ckpt}", "--block", "0,1,2,3", "--out", "{tmp}/d"], "drops all 4 layers"),
     (["quantize", "{ckpt}", "--group-size", "0", "--out", "{tmp}/q"], "--group-size 0"),
+    (["quantize", "{ckpt}", "--out", "{ckpt}"], "is the input"),
+    (["drop", "{ckpt}", "--attn", "1", "--out", "{ckpt}"], "is the input"),
     (["study", "{ckpt}", "--store", "{cube}", "--dataset", "math", "--k", "attn=99", "--quant", "awq",
       "--out", "{tmp}/s"], "attn order has only 4 entries"),
     (["study", "{ckpt}", "--store", "{cube}", "--k", "attn=-3", "--out", "{tmp}/s"], "at least 1"),
@@ -118,3 +121,15 @@ def test_full_and_read_only_disks(local_series, tiny_fs):
     one_line(cli("drop", local_series / "step-10", "--attn", "1", "--out", full / "d"), "disk is full")
     assert not [p for p in full.iterdir()]  # the temporary folder was removed
     one_line(cli("score", f"local:{local_series / 'step-10'}", "--out", ro / "c.zarr", *FAST), "read-only")
+
+
+def test_two_processes_create_one_fresh_store(tmp_path):
+    """Both open the same 20 fresh stores at once: each open succeeds (no ContainsGroupError)."""
+    code = (f"import sys\nfrom redundancy.cube import CubeStore\nsettings = dict(n_samples=4, seq_len=32, seed=0, "
+            f"pool_factor=4, packing='eos-joined')\nfor i in range(20):\n"
+            f"    CubeStore.open('{tmp_path}/c%d.zarr' % i, settings)\nprint('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 and o.strip() == "ok" for p, (o, _) in zip(procs, outs)), outs
+    assert len(list(tmp_path.glob("c*.zarr/zarr.json"))) == 20 and not list(tmp_path.glob(".c*"))

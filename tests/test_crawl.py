@@ -43,7 +43,7 @@ def hub_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hub")
     tok = make_tokenizer()
     for preset, (repo, names) in NAMES.items():
-        family = "gpt_neox" if preset == "pythia" else "llama"
+        family = {"pythia": "gpt_neox", "olmo": "olmo", "olmo2": "olmo2"}.get(preset, "llama")  # real model_types
         for i, name in enumerate(names):
             _save(tiny_model(family, seed=i, vocab=512), tok, root / repo / name)
         shutil.copytree(root / repo / names[-1], root / repo / "main")
@@ -65,14 +65,6 @@ def hub_root(tmp_path_factory) -> Path:
 def run(*args):
     r = CliRunner().invoke(app, [str(a) for a in args])
     return r.exit_code, r.output
-
-
-@pytest.fixture()
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("REDUNDANCY_CACHE", str(tmp_path / "rcache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hfcache"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return tmp_path
 
 
 @pytest.mark.parametrize("preset", list(NAMES) + ["map-neo"])

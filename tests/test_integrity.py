@@ -49,14 +49,6 @@ def hub_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture()
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("REDUNDANCY_CACHE", str(tmp_path / "rcache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hfcache"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return tmp_path
-
-
 def run(*args):
     r = CliRunner().invoke(app, [str(a) for a in args])
     return r.exit_code, r.output

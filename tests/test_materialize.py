@@ -40,11 +40,16 @@ def _tensor_bytes(folder):
     return total
 
 
-def _kv_bytes(model):
+def _kv_layers(model) -> list[int]:
+    """KV-cache bytes per layer after a forward pass (0 for a layer that caches nothing)."""
     with torch.no_grad():
         cache = model(IDS, use_cache=True).past_key_values
-    return sum(l.keys.nbytes + l.values.nbytes for l in cache.layers if getattr(l, "keys", None) is not None
-               and l.keys.numel() > 0)
+    return [l.keys.nbytes + l.values.nbytes if getattr(l, "keys", None) is not None and l.keys.numel() > 0
+            else 0 for l in cache.layers]
+
+
+def _kv_bytes(model):
+    return sum(_kv_layers(model))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -69,8 +74,8 @@ def test_attn_mlp_drop_round_trip(name, tok, tmp_path):
             dropped.append(layers[i].get_submodule(site))
     gone = sum(p.numel() * 4 for m in dropped for p in m.parameters())
     assert _tensor_bytes(tmp_path / "src") - _tensor_bytes(out) == gone > 0
-    full = _kv_bytes(model)
-    assert _kv_bytes(loaded) * 4 == full * 3  # 3 of 4 attention layers kept
+    full = _kv_layers(model)  # sliding-window layers (olmo3, gemma3) cache less than full ones
+    assert all(full) and _kv_bytes(loaded) == sum(full) - full[2]  # layer 2's attention caches nothing
 
 
 @pytest.mark.parametrize("name", ["llama", "gpt_neox", "gemma2"])

@@ -86,3 +86,36 @@ def test_cli_study_rejects_a_bad_plan_spec(dropped, tmp_path):
     r = CliRunner().invoke(app, ["study", str(dropped), "--store", str(tmp_path / "c.zarr"), "--out",
                                  str(tmp_path / "s"), "--k", "heads=4"])
     assert r.exit_code == 1 and "write KIND=K1,K2 with KIND attn, mlp, block or joint" in r.output
+
+
+@pytest.mark.parametrize("name", ["olmo", "olmo3", "smollm3", "granite", "gemma3_text", "phi3"])
+def test_awq_of_every_new_dense_family_reloads_near_the_original(name, tmp_path):
+    """llmcompressor has AWQ mappings for these families (issue 12); a dropped MLP in each."""
+    src = tmp_path / "src"
+    tiny_model(name, vocab=512, hidden=64).save_pretrained(src)
+    make_tokenizer().save_pretrained(src)
+    dropped = materialize(src, DropPlan(mlp=(1,)), tmp_path / "dropped")
+    out = quantize(dropped, tmp_path / "awq", "awq", group_size=32, n_samples=4, seq_len=32, n_grid=4)
+    with torch.no_grad():
+        got, want = load_any(out)(IDS).logits, load_any(dropped)(IDS).logits
+    err = (got - want).norm() / want.norm()
+    assert 0 < err < 0.6, f"{name}: relative error {err:.3f}"
+
+
+def test_awq_without_mappings_is_a_clear_error(tmp_path):
+    """GPT-2 (Conv1D layers): llmcompressor has no AWQ smoothing pairs for it."""
+    tiny_model("gpt2", vocab=512).save_pretrained(tmp_path / "src")
+    make_tokenizer().save_pretrained(tmp_path / "src")
+    with pytest.raises(RedundancyError, match="AWQ has no smoothing pairs for GPT2LMHeadModel"):
+        quantize(tmp_path / "src", tmp_path / "awq", "awq", group_size=32, n_samples=4, seq_len=32)
+    assert not (tmp_path / "awq").exists()
+
+
+@pytest.mark.parametrize("name", ["olmoe", "mixtral", "qwen2_moe", "qwen3_moe"])
+def test_mixture_of_experts_is_refused_before_any_work(name, tmp_path):
+    """Their 4-bit checkpoints do not reload (experts fused on load): a clear error, nothing written."""
+    tiny_model(name, vocab=512).save_pretrained(tmp_path / "src")
+    make_tokenizer().save_pretrained(tmp_path / "src")
+    with pytest.raises(RedundancyError, match="mixture of experts"):
+        quantize(tmp_path / "src", tmp_path / "q", "gptq", group_size=16, n_samples=4, seq_len=32)
+    assert not (tmp_path / "q").exists()

@@ -3,7 +3,7 @@
 Per layer l the sites are (each a tensor of shape (batch, tokens, hidden)):
   blocks.{l}.hook_resid_pre    h, the residual entering the layer
   blocks.{l}.attn.hook_in      the attention module's input (norm(h); h for olmo2)
-  blocks.{l}.hook_attn_out     a, what attention adds to the residual
+  blocks.{l}.hook_attn_out     a, what attention adds to the residual (granite: r times its output)
   blocks.{l}.hook_resid_mid    h + a (sequential families only)
   blocks.{l}.mlp.hook_in       the MLP module's input
   blocks.{l}.hook_mlp_out      m, what the MLP adds to the residual
@@ -42,8 +42,9 @@ def residual_hooks(model: nn.Module, family: Family, on_layer: LayerCallback) ->
     removed, even when the forward pass raises.
     """
     handles: list[Any] = []
+    scale = float(getattr(model.config, family.scale)) if family.scale else None
     for idx, layer in enumerate(decoder_layers(model, family)):
-        handles += _hook_layer(idx, layer, family, on_layer)
+        handles += _hook_layer(idx, layer, family, on_layer, scale)
     try:
         yield
     finally:
@@ -51,7 +52,9 @@ def residual_hooks(model: nn.Module, family: Family, on_layer: LayerCallback) ->
             h.remove()
 
 
-def _hook_layer(idx: int, layer: nn.Module, family: Family, on_layer: LayerCallback) -> list[Any]:
+def _hook_layer(idx: int, layer: nn.Module, family: Family, on_layer: LayerCallback,
+                scale: float | None = None) -> list[Any]:
+    """`scale`: the residual multiplier r of families whose sublayers join the residual as r * output."""
     sites: dict[str, torch.Tensor] = {}
 
     def save_input(name: str):
@@ -61,7 +64,7 @@ def _hook_layer(idx: int, layer: nn.Module, family: Family, on_layer: LayerCallb
 
     def save_output(name: str):
         def hook(_m, _args, output):
-            sites[name] = _first(output)
+            sites[name] = _first(output) if scale is None else _first(output) * scale  # what joins the residual
         return hook
 
     def finish(_m, args, kwargs, output):

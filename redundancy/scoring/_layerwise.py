@@ -6,6 +6,7 @@ statistics as `Scorer`), and is freed. Peak device memory: one layer plus the hi
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def score_layerwise(checkpoint: str | Path, tokens: torch.Tensor, batch_size: in
     shards = Shards(checkpoint)
     model = skeleton(shards.config, dtype)
     family = family_for(model.config)
+    if family.layerwise:
+        raise UnsupportedFamilyError(f"layer-by-layer scoring of {family.model_type}: not supported ({family.layerwise}: "
+                                     "this mode does not mirror it). Score this model in full mode.")
     trunk = _Trunk(model, family, shards, device)
     store = torch.device("cpu") if offload_activations else device
     hidden = trunk.embed(tokens, batch_size, store)  # list of (B, T, hidden)
@@ -69,8 +73,9 @@ class _Trunk:
         module = get_path(self.model, self.family.embed)
         with torch.inference_mode(False):  # loaded weights must not be inference tensors
             materialize(self.model, module, self.shards, self.family.embed, self.device)
-        out = [module(tokens[s:s + batch_size].to(self.device)).to(store)  # Gemma-2 scales inside
-               for s in range(0, tokens.shape[0], batch_size)]
+        scale = float(getattr(self.model.config, self.family.embed_scale)) if self.family.embed_scale else 1.0
+        out = [module(tokens[s:s + batch_size].to(self.device)) for s in range(0, tokens.shape[0], batch_size)]
+        out = [(h * scale if scale != 1.0 else h).to(store) for h in out]  # Gemma-2 scales inside the module
         release(module)
         return out
 
@@ -88,8 +93,9 @@ class _Trunk:
             position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)  # (1, T)
             mask = make(config=config, inputs_embeds=h, attention_mask=None, past_key_values=None,
                         position_ids=position_ids)
-            self._kwargs[key] = dict(attention_mask=mask, position_ids=position_ids,
-                                     position_embeddings=self.rotary(h, position_ids))  # (cos, sin)
+            rotary_kw = {"layer_type": kind} if "layer_type" in inspect.signature(self.rotary.forward).parameters else {}
+            self._kwargs[key] = dict(attention_mask=mask, position_ids=position_ids,  # olmo3, gemma3: per kind
+                                     position_embeddings=self.rotary(h, position_ids, **rotary_kw))  # (cos, sin)
         return self._kwargs[key]
 
 

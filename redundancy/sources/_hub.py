@@ -10,6 +10,7 @@ import fnmatch
 import json
 from pathlib import Path
 
+from .._atomic import atomic_file
 from ..errors import SeriesError
 from ._checkpoint import Checkpoint, hashes_digest
 from ._integrity import TOKENIZER_FILES, config_drift, mark_duplicates, mark_tokenizers
@@ -111,9 +112,7 @@ def _listing_path(repo: str, preset: Preset) -> Path:
 
 
 def _save_listing(repo: str, preset: Preset, ckpts: list[Checkpoint]) -> None:
-    path = _listing_path(repo, preset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([c.to_json() for c in ckpts]))
+    atomic_file(_listing_path(repo, preset), json.dumps([c.to_json() for c in ckpts]))
 
 
 def _load_listing(repo: str, preset: Preset) -> list[Checkpoint] | None:

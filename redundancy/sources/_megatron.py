@@ -18,12 +18,12 @@ hold it (Megatron's own count, right across batch-size ramps), else iteration x 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._atomic import atomic_dir
 from ..errors import SeriesError
 from ._safe_pickle import safe_load
 
@@ -168,11 +168,9 @@ def convert_megatron(folder: Path, tokenizer: str | None, out: Path) -> Path:
     config = llama_config(a, state["model.embed_tokens.weight"].shape[0])
     model = AutoModelForCausalLM.from_config(config, dtype=state["model.embed_tokens.weight"].dtype)
     model.load_state_dict(state, strict=not config.tie_word_embeddings)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed conversion
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tmp)
     step = int(ranks[0]["iteration"])
-    (tmp / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": tokens_seen(a, step)}))
-    tmp.rename(out)
+    with atomic_dir(out, overwrite=True) as tmp:  # an `out` without config.json is incomplete
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tmp)
+        (tmp / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": tokens_seen(a, step)}))
     return out

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ import torch
 
 from .._data import load_yaml
 from ..calibration import _corpora
-from ._locks import file_lock
+from .._atomic import atomic_dir, locked
 from ._task import task_documents
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -96,13 +95,11 @@ def build_tiny_series(recipe: dict[str, Any] | None = None, cache: Path | None =
     if (out / "series.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(out.with_suffix(".lock")):
+    with locked(out, timeout=-1):  # another process training the same recipe: wait for it
         if (out / "series.json").exists():  # another process built it while we waited
             return out
-        tmp = out.with_name(out.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _train(recipe, tmp, progress or (lambda *a: None))
-        tmp.rename(out)
+        with atomic_dir(out, overwrite=True) as tmp:  # an `out` without series.json is incomplete
+            _train(recipe, tmp, progress or (lambda *a: None))
     return out
 
 
