@@ -10,13 +10,17 @@ For layer l with input h (the residual stream entering it) and output o:
 | scaled residual | granite | h -> h + r a | m0 -> o | a, m scaled by r = config.residual_multiplier |
 | sandwich norms | gemma2, gemma3_text | h -> h + a | m0 -> o | a = post_attn_norm(attn(norm(h))), m likewise |
 | post-sublayer norm | olmo2, olmo3 | h -> h + a | m0 -> o | a = post_attn_norm(attn(h)), m likewise |
-| parallel | gpt_neox (Pythia) | h -> h + a | h -> h + m | o = h + a + m, both read h |
+| residual inside the module | bloom | h -> h + a | m0 -> o | a read off attention's last linear, m off the MLP's |
+| parallel | gpt_neox (Pythia), falcon | h -> h + a | h -> h + m | o = h + a + m, both read h |
 
 m0 = h + a is the residual after attention, read off the input of `mid_site` (the module the model
 applies to it first). Block: h -> o. "Without residual": X = the module's own input (the norm's
 output; h itself for olmo2) and Y = its raw output a or m; for the block X = h, Y = o - h. Sliding
 windows (olmo3, gemma3), NoPE layers (smollm3) and QKV clipping (olmo) live inside the attention
-module and need nothing here. `redundancy families` prints the table.
+module and need nothing here. Some model types have variants chosen by config flags (VARIANTS:
+Pythia's sequential configs, Falcon-40B's two norms, Falcon's sequential form); configs whose
+forward leaves the table (BLOOM with apply_residual_connection_post_layernorm) are refused.
+`redundancy families` prints the table.
 """
 from __future__ import annotations
 
@@ -47,6 +51,8 @@ class Family:
     scale: str | None = None  # config attribute r: what joins the residual is r * the module's output
     embed_scale: str | None = None  # config attribute multiplying the embedding output (granite)
     layerwise: str = ""  # why layer-by-layer scoring cannot mirror this trunk ("" when it can)
+    residual_inside: bool = False  # attn / mlp return residual + output (bloom): a dropped one passes the residual
+    clone_out: bool = False  # the layer adds into the module's output in place (falcon): capture a copy
 
     def describe(self) -> str:
         scaled = f" x {self.scale}" if self.scale else ""
@@ -82,6 +88,16 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     _post_norm("olmo2"), _post_norm("olmo3"),
     Family("gpt_neox", "gpt_neox.layers", "attention", "mlp", "attention", "mlp", None, "parallel",
            "gpt_neox.final_layer_norm", "gpt_neox.embed_in"),
+    # BLOOM's attention and MLP add the residual themselves: their contributions are read off the
+    # last linear of each (transformers/models/bloom/modeling_bloom.py BloomAttention, BloomMLP)
+    Family("bloom", "transformer.h", "self_attention", "mlp", "self_attention.dense", "mlp.dense_4h_to_h",
+           "post_attention_layernorm", "sequential", "transformer.ln_f", "transformer.word_embeddings",
+           residual_inside=True, layerwise="ALiBi and the embedding LayerNorm"),
+    # Falcon-7B: attention and MLP read one shared norm in parallel; the MLP's output gets the
+    # attention's added in place (FalconDecoderLayer.forward: mlp_output += attention_output)
+    Family("falcon", "transformer.h", "self_attention", "mlp", "self_attention", "mlp", None, "parallel",
+           "transformer.ln_f", "transformer.word_embeddings", attn_norm=None, mlp_norm=None, clone_out=True,
+           layerwise="rotary or ALiBi built by the model"),
     Family("gpt2", "transformer.h", "attn", "mlp", "attn", "mlp", "ln_2", "sequential", "transformer.ln_f",
            "transformer.wte", attn_norm="ln_1", mlp_norm="ln_2",
            layerwise="learned positions"),  # added to the embedding before the first layer
@@ -89,6 +105,23 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
 
 # Pythia-style configs with use_parallel_residual=False: the MLP reads h + a through its norm
 _SEQUENTIAL_NEOX = replace(FAMILIES["gpt_neox"], mid_site="post_attention_layernorm", residual="sequential")
+# config-dependent variants of one model_type: (what the config says, test, entry)
+VARIANTS: dict[str, list[tuple[str, Any, Family]]] = {
+    "gpt_neox": [("use_parallel_residual=false", lambda c: not getattr(c, "use_parallel_residual", True),
+                  _SEQUENTIAL_NEOX)],
+    "falcon": [("parallel_attn=false", lambda c: not getattr(c, "parallel_attn", True),
+                replace(FAMILIES["falcon"], mid_site="post_attention_layernorm", residual="sequential",
+                        attn_norm="input_layernorm", mlp_norm="post_attention_layernorm", clone_out=False)),
+               ("new_decoder_architecture (Falcon-40B/180B: a norm each)",
+                lambda c: getattr(c, "new_decoder_architecture", False) and (c.num_ln_in_parallel_attn or 2) == 2,
+                replace(FAMILIES["falcon"], attn_norm="ln_attn", mlp_norm="ln_mlp"))],
+}
+# configs whose forward leaves the table's assumptions: refused with the reason
+_REFUSED = {
+    "bloom": [("apply_residual_connection_post_layernorm", lambda c: c.apply_residual_connection_post_layernorm),
+              ("pretraining_tp > 1 with slow_but_exact (the last linears are bypassed)",
+               lambda c: c.slow_but_exact and c.pretraining_tp > 1)],
+}
 
 
 def family_for(config: Any) -> Family:
@@ -100,8 +133,13 @@ def family_for(config: Any) -> Family:
             f"{', '.join(sorted(FAMILIES))}. To add one, add a Family entry in redundancy/families.py "
             "naming its layers, attention, MLP, the modules whose outputs join the residual, and the "
             "residual form, then add a tiny random model to tests/test_families.py.")
-    if model_type == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
-        return _SEQUENTIAL_NEOX
+    for what, test in _REFUSED.get(model_type, []):
+        if test(config):
+            raise UnsupportedFamilyError(f"{model_type} with {what} is not supported: its residual is formed "
+                                         "otherwise than the family table says")
+    for _, test, family in VARIANTS.get(model_type, []):
+        if test(config):
+            return family
     return FAMILIES[model_type]
 
 
@@ -116,9 +154,10 @@ def table_rows() -> list[dict[str, str]]:
     """The family table for people: model type, residual form, where each module's output joins
     the residual, and whether layer-by-layer scoring supports it."""
     rows = []
-    for f in [*FAMILIES.values(), _SEQUENTIAL_NEOX]:
+    entries = [(f, "") for f in FAMILIES.values()] + [(f, f" ({what})") for v in VARIANTS.values() for what, _, f in v]
+    for f, variant in entries:
         scaled = f" x {f.scale}" if f.scale else ""
-        rows.append({"model_type": f.model_type + (" (use_parallel_residual=false)" if f is _SEQUENTIAL_NEOX else ""),
+        rows.append({"model_type": f.model_type + variant,
                      "residual": f.residual, "attention joins from": f"{f.attn_out}{scaled}",
                      "MLP joins from": f"{f.mlp_out}{scaled}", "layer-by-layer": f.layerwise and f"no ({f.layerwise})" or "yes"})
     return rows

@@ -36,13 +36,19 @@ CONFIGS: dict[str, dict] = {
     "qwen3_moe": dict(num_key_value_heads=2, head_dim=16, num_experts=8, num_experts_per_tok=2,
                       moe_intermediate_size=32),
     "gpt2": dict(n_positions=256, bos_token_id=0, eos_token_id=0),  # Stanford CRFM runs: learned positions
+    "bloom": dict(bos_token_id=0, eos_token_id=0, pad_token_id=0),  # ALiBi, LayerNorm after the embedding
+    "falcon": dict(parallel_attn=True, new_decoder_architecture=False, multi_query=True, bias=False,
+                   alibi=False, bos_token_id=0, eos_token_id=0),  # Falcon-7B: one shared norm, multi-query
+    "falcon_new": dict(parallel_attn=True, new_decoder_architecture=True, num_kv_heads=2, bias=False,
+                       alibi=False, bos_token_id=0, eos_token_id=0),  # Falcon-40B/180B: a norm each
 }
+ALIASES = {"gpt_neox_sequential": "gpt_neox", "falcon_new": "falcon"}  # config variants of one model_type
 
 
 def tiny_model(name: str, seed: int = 0, layers: int = 4, vocab: int = 256,
                hidden: int = 64) -> torch.nn.Module:
     """A random model of family `name` in fp32, eval mode. Weights scaled up so sublayers matter."""
-    model_type = "gpt_neox" if name.startswith("gpt_neox") else name  # gpt2 maps hidden_size etc. itself
+    model_type = ALIASES.get(name, name)  # gpt2 and bloom map hidden_size etc. themselves
     config = AutoConfig.for_model(model_type, **{**COMMON, "num_hidden_layers": layers,
                                                  "vocab_size": vocab, "hidden_size": hidden,
                                                  "intermediate_size": 2 * hidden, **CONFIGS[name]})

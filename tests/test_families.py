@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from _models import CONFIGS, tiny_model
+from _models import ALIASES, CONFIGS, tiny_model
 from redundancy.errors import UnsupportedFamilyError
 from redundancy.families import FAMILIES, family_for
 from redundancy.scoring import MODULES, Scorer
@@ -35,6 +35,20 @@ def _layer_parts(name: str, layer, h, a_raw):
         m = layer.mlp(um) * r
         o = mid + m
         return o, {"block": (h, o, o - h, h), "attn": (h, mid, a, ua), "mlp": (mid, o, m, um)}
+    if name == "bloom":  # BloomBlock: attention and MLP return residual + their output
+        ua = layer.input_layernorm(h)
+        a = a_raw - h  # the attention module's output minus the residual it was given
+        mid = h + a
+        um = layer.post_attention_layernorm(mid)
+        m = layer.mlp(um, torch.zeros_like(mid))  # BloomMLP(x, residual) with a zero residual: m alone
+        o = mid + m
+        return o, {"block": (h, o, o - h, h), "attn": (h, mid, a, ua), "mlp": (mid, o, m, um)}
+    if name.startswith("falcon"):  # FalconDecoderLayer, parallel: o = h + attn(norm(h)) + mlp(norm'(h))
+        ua = layer.ln_attn(h) if name == "falcon_new" else layer.input_layernorm(h)
+        um = layer.ln_mlp(h) if name == "falcon_new" else ua
+        a, m = a_raw, layer.mlp(um)
+        o = h + a + m
+        return o, {"block": (h, o, o - h, h), "attn": (h, h + a, a, ua), "mlp": (h, h + m, m, um)}
     if name in ("gemma2", "gemma3_text"):
         ua, a = layer.input_layernorm(h), layer.post_attention_layernorm(a_raw)
         mid = h + a
@@ -70,15 +84,17 @@ def _metrics(x, y, f, u) -> list[float]:
 
 def _reference(name: str, model, ids) -> np.ndarray:
     fam = family_for(model.config)
-    layers = model.base_model.h if name == "gpt2" else model.base_model.layers
-    attn_attr = {"gpt2": "attn"}.get(name, "attention" if name.startswith("gpt_neox") else "self_attn")
+    layers = model.base_model.h if hasattr(model.base_model, "h") else model.base_model.layers
+    attn_attr = {"gpt2": "attn", "bloom": "self_attention", "falcon": "self_attention",
+                 "falcon_new": "self_attention"}.get(name, "attention" if name.startswith("gpt_neox") else "self_attn")
     seen: dict = {}
     hooks = []
     for i, layer in enumerate(layers):
         hooks.append(layer.register_forward_pre_hook(
             lambda m, a, k, i=i: seen.__setitem__(("h", i), a[0] if a else k["hidden_states"]),
             with_kwargs=True))
-        hooks.append(layer.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(("o", i), o)))
+        hooks.append(layer.register_forward_hook(  # bloom and falcon layers return (hidden, attn weights)
+            lambda m, a, o, i=i: seen.__setitem__(("o", i), o[0] if isinstance(o, tuple) else o)))
         hooks.append(getattr(layer, attn_attr).register_forward_hook(
             lambda m, a, o, i=i: seen.__setitem__(("a", i), o[0])))
     with torch.no_grad():
@@ -86,7 +102,7 @@ def _reference(name: str, model, ids) -> np.ndarray:
     for hk in hooks:
         hk.remove()
     out = np.zeros((ids.shape[0], len(layers), 3, len(METRICS)))
-    ref_name = "gpt_neox" if fam.residual == "parallel" else name
+    ref_name = "gpt_neox" if fam.residual == "parallel" and not name.startswith("falcon") else name
     with torch.no_grad():
         for i, layer in enumerate(layers):
             o, parts = _layer_parts(ref_name, layer, seen[("h", i)], seen[("a", i)])
@@ -111,8 +127,9 @@ def test_scores_equal_reference(name):
 
 def test_table_covers_required_families():
     assert {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gpt_neox", "olmo2", "olmo", "olmo3", "olmoe",
-            "smollm3", "gpt2", "granite", "gemma3_text", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"} <= set(FAMILIES)
-    assert {n if not n.startswith("gpt_neox") else "gpt_neox" for n in CONFIGS} == set(FAMILIES)  # a tiny model each
+            "smollm3", "gpt2", "granite", "gemma3_text", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "bloom",
+            "falcon"} <= set(FAMILIES)
+    assert {ALIASES.get(n, n) for n in CONFIGS} == set(FAMILIES)  # a tiny model each
 
 
 def test_unknown_family_lists_supported():

@@ -88,7 +88,7 @@ def test_cli_study_rejects_a_bad_plan_spec(dropped, tmp_path):
     assert r.exit_code == 1 and "write KIND=K1,K2 with KIND attn, mlp, block or joint" in r.output
 
 
-@pytest.mark.parametrize("name", ["olmo", "olmo3", "smollm3", "granite", "gemma3_text", "phi3"])
+@pytest.mark.parametrize("name", ["olmo", "olmo3", "smollm3", "granite", "gemma3_text", "phi3", "bloom"])
 def test_awq_of_every_new_dense_family_reloads_near_the_original(name, tmp_path):
     """llmcompressor has AWQ mappings for these families (issue 12); a dropped MLP in each."""
     src = tmp_path / "src"
@@ -102,11 +102,12 @@ def test_awq_of_every_new_dense_family_reloads_near_the_original(name, tmp_path)
     assert 0 < err < 0.6, f"{name}: relative error {err:.3f}"
 
 
-def test_awq_without_mappings_is_a_clear_error(tmp_path):
-    """GPT-2 (Conv1D layers): llmcompressor has no AWQ smoothing pairs for it."""
-    tiny_model("gpt2", vocab=512).save_pretrained(tmp_path / "src")
+@pytest.mark.parametrize("name,cls", [("gpt2", "GPT2LMHeadModel"), ("falcon", "FalconForCausalLM")])
+def test_awq_without_mappings_is_a_clear_error(name, cls, tmp_path):
+    """GPT-2 (Conv1D layers) and Falcon: llmcompressor has no AWQ smoothing pairs for them."""
+    tiny_model(name, vocab=512).save_pretrained(tmp_path / "src")
     make_tokenizer().save_pretrained(tmp_path / "src")
-    with pytest.raises(RedundancyError, match="AWQ has no smoothing pairs for GPT2LMHeadModel"):
+    with pytest.raises(RedundancyError, match=f"AWQ has no smoothing pairs for {cls}"):
         quantize(tmp_path / "src", tmp_path / "awq", "awq", group_size=32, n_samples=4, seq_len=32)
     assert not (tmp_path / "awq").exists()
 

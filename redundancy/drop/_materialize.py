@@ -18,7 +18,8 @@ AUTO_MAP = {"AutoModelForCausalLM": "modeling_dropped.DroppedForCausalLM"}
 
 def drop_sites(family: Family) -> dict[str, str | None]:
     return dict(layers=family.layers, attn=family.attn, mlp=family.mlp, attn_norm=family.attn_norm,
-                mlp_norm=family.mlp_norm, attn_out=family.attn_out, mlp_out=family.mlp_out)
+                mlp_norm=family.mlp_norm, attn_out=family.attn_out, mlp_out=family.mlp_out,
+                residual_inside=family.residual_inside)
 
 
 def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: bool = False) -> Path:

@@ -14,17 +14,30 @@ from torch import nn
 
 
 class DroppedAttention(nn.Module):
-    """Adds nothing to the residual; returns (zeros, no attention weights); keeps no KV cache."""
+    """Adds nothing to the residual; returns (zeros, no attention weights); keeps no KV cache.
+    With `residual_inside` (BLOOM: the module returns residual + output) it returns the residual."""
+
+    def __init__(self, residual_inside: bool = False) -> None:
+        super().__init__()
+        self.residual_inside = residual_inside
 
     def forward(self, hidden_states=None, *args, **kwargs):
+        if self.residual_inside:  # BloomAttention(hidden_states, residual, ...)
+            return (args[0] if args else kwargs["residual"]), None
         x = hidden_states if hidden_states is not None else args[0]
         return torch.zeros_like(x), None
 
 
 class DroppedMLP(nn.Module):
-    """Adds nothing to the residual."""
+    """Adds nothing to the residual (returns zeros, or the residual for BloomMLP(x, residual))."""
+
+    def __init__(self, residual_inside: bool = False) -> None:
+        super().__init__()
+        self.residual_inside = residual_inside
 
     def forward(self, x, *args, **kwargs):
+        if self.residual_inside:
+            return args[0] if args else kwargs["residual"]
         return torch.zeros_like(x)
 
 
@@ -51,7 +64,7 @@ def apply_drops(model: nn.Module, config) -> nn.Module:
     for kind, stub in (("attn", DroppedAttention), ("mlp", DroppedMLP)):
         for i in _as_indices(getattr(config, f"drop_{kind}_list", None), n):
             layer = layers[i]
-            _set(layer, sites[kind], stub())
+            _set(layer, sites[kind], stub(bool(sites.get("residual_inside"))))
             for norm in {sites.get(f"{kind}_norm"), sites.get(f"{kind}_out")} - {None, sites[kind]}:
                 _set(layer, norm, nn.Identity())  # the dropped module's norms go with it
     return model

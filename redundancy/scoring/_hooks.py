@@ -44,7 +44,7 @@ def residual_hooks(model: nn.Module, family: Family, on_layer: LayerCallback) ->
     handles: list[Any] = []
     scale = float(getattr(model.config, family.scale)) if family.scale else None
     for idx, layer in enumerate(decoder_layers(model, family)):
-        handles += _hook_layer(idx, layer, family, on_layer, scale)
+        handles += _hook_layer(idx, layer, family, on_layer, scale, family.clone_out)
     try:
         yield
     finally:
@@ -53,8 +53,9 @@ def residual_hooks(model: nn.Module, family: Family, on_layer: LayerCallback) ->
 
 
 def _hook_layer(idx: int, layer: nn.Module, family: Family, on_layer: LayerCallback,
-                scale: float | None = None) -> list[Any]:
-    """`scale`: the residual multiplier r of families whose sublayers join the residual as r * output."""
+                scale: float | None = None, clone: bool = False) -> list[Any]:
+    """`scale`: the residual multiplier r of families whose sublayers join the residual as r * output;
+    `clone`: copy outputs the layer later modifies in place (falcon adds attention into the MLP's)."""
     sites: dict[str, torch.Tensor] = {}
 
     def save_input(name: str):
@@ -64,7 +65,8 @@ def _hook_layer(idx: int, layer: nn.Module, family: Family, on_layer: LayerCallb
 
     def save_output(name: str):
         def hook(_m, _args, output):
-            sites[name] = _first(output) if scale is None else _first(output) * scale  # what joins the residual
+            out = _first(output)
+            sites[name] = out * scale if scale is not None else out.clone() if clone else out  # what joins
         return hook
 
     def finish(_m, args, kwargs, output):
