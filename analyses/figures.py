@@ -14,8 +14,18 @@ def _step_labels(da: xr.DataArray, flags: xr.DataArray | None = None) -> list[st
     tokens = da["tokens"].values if "tokens" in da.coords else [np.nan] * da.sizes["step"]
     notes = [""] * da.sizes["step"] if flags is None else [
         f" [{n}]" if n else "" for n in flags.reindex(step=da["step"], fill_value="").values]
-    return [(f"{s}" if not np.isfinite(t) else f"{s} ({_human(t)} tok)") + note
-            for s, t, note in zip(da["step"].values, tokens, notes)]
+    starts = dict(_stage_starts(da))
+    return [(f"{starts[i]}: " if i in starts else "") + (f"{s}" if not np.isfinite(t) else f"{s} ({_human(t)} tok)")
+            + note for i, (s, t, note) in enumerate(zip(da["step"].values, tokens, notes))]
+
+
+def _stage_starts(da: xr.DataArray) -> list[tuple[int, str]]:
+    """(row, stage) where each training stage begins, for histories with more than one stage."""
+    if "stage" not in da.coords or da["stage"].dims != ("step",):
+        return []
+    stages = [str(v) for v in da["stage"].values]
+    starts = [(i, st) for i, st in enumerate(stages) if st and (i == 0 or st != stages[i - 1])]
+    return starts if len(starts) > 1 else []
 
 
 _SHORT = {"identical_to_final": "= final?", "duplicate_of": "copy of {}", "partial_duplicate_of": "shares files",
@@ -47,7 +57,8 @@ def step_layer_heatmap(importance: xr.DataArray, *, title: str, metric: str = "i
 
     `importance` has dims (step, layer, module[, dim]); `dim` is averaged away if present.
     Layers 1.. share one scale across modules so attention and MLP compare directly. `flags`
-    (from `step_flags`) marks suspect steps in brackets after their labels.
+    (from `step_flags`) marks suspect steps in brackets after their labels; where a `stage`
+    coordinate holds several training stages, a white line marks where each begins.
     """
     da = importance.mean(dim) if dim in importance.dims else importance
     da = da.dropna("layer", how="all").transpose("step", "layer", "module")
@@ -70,6 +81,9 @@ def step_layer_heatmap(importance: xr.DataArray, *, title: str, metric: str = "i
                          vmin=0, vmax=vmax0, origin="lower")
         im = ax.imshow(rest.sel(module=mod).values, aspect="auto", cmap="viridis", vmin=0, vmax=vmax,
                        origin="lower", extent=(0.5, n_layers - 0.5, -0.5, n_steps - 0.5))
+        for row, _ in _stage_starts(da)[1:]:  # a line where each later stage begins
+            for a in (ax0, ax):
+                a.axhline(row - 0.5, color="white", lw=2)
         ax0.set_xticks([0], ["0"])
         ax0.set_yticks(range(n_steps), labels if i == 0 else [])
         ax.set_yticks([])

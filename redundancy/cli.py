@@ -152,12 +152,14 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
     _run.evaluate_command(checkpoint, preset or None, tasks, out, model, step, plan, batch_size, limit, device)
 
 
-def _hub_args(preset, pattern, tokens_per_step, every, steps, max_n, token, endpoint) -> dict:
+def _hub_args(preset, pattern, tokens_per_step, every, steps, max_n, token, endpoint, stages=None) -> dict:
     return dict(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
-                steps=steps or None, max_n=max_n, token=token, endpoint=endpoint)
+                steps=steps or None, max_n=max_n, token=token, endpoint=endpoint, stages=stages or None)
 
 
-PRESET = typer.Option(None, help="pythia, olmo, olmo2, amber, smollm2 or map-neo")
+PRESET = typer.Option(None, help="a name from data/series_presets.yaml: pythia, olmo, olmo2, olmo3, smollm3, "
+                      "map-neo, tinyllama, ...")
+STAGE = typer.Option([], "--stage", help="training stages to keep (multi-stage histories; repeat)")
 PATTERN = typer.Option(None, help="regex with (?P<step>...) for names no preset knows")
 TPS = typer.Option(None, "--tokens-per-step", help="tokens per step when names do not say")
 EVERY = typer.Option(None, help="token grid, e.g. 500B: the checkpoint nearest each point")
@@ -168,17 +170,18 @@ ENDPOINT = typer.Option(None, envvar="HF_ENDPOINT", hidden=True)
 
 
 @command("list")
-def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pythia-160m"),
+def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pythia-160m; with one repo per step "
+                                     "(tinyllama) an author, or repo ids joined by commas"),
           preset: Optional[str] = PRESET, pattern: Optional[str] = PATTERN,
           tokens_per_step: Optional[float] = TPS, every: Optional[str] = EVERY,
           steps: List[int] = STEPS, max_n: Optional[int] = MAXN, token: Optional[str] = TOKEN,
-          endpoint: Optional[str] = ENDPOINT) -> None:
+          endpoint: Optional[str] = ENDPOINT, stages: List[str] = STAGE) -> None:
     """List a hub repo's checkpoints (step, tokens, revision, commit, size) and their integrity flags:
     duplicates, partial duplicates, steps identical to the final, config drift, missing tokenizers.
     Downloads no weights."""
     from . import _run
     for line in _run.list_command(repo, _hub_args(preset, pattern, tokens_per_step, every, steps,
-                                                  max_n, token, endpoint)):
+                                                  max_n, token, endpoint, stages)):
         typer.echo(line)
 
 
@@ -188,7 +191,7 @@ def crawl(repo: str = typer.Argument(..., help="hub repo id"),
           preset: Optional[str] = PRESET, pattern: Optional[str] = PATTERN,
           tokens_per_step: Optional[float] = TPS, every: Optional[str] = EVERY,
           steps: List[int] = STEPS, max_n: Optional[int] = MAXN, token: Optional[str] = TOKEN,
-          endpoint: Optional[str] = ENDPOINT,
+          endpoint: Optional[str] = ENDPOINT, stages: List[str] = STAGE,
           datasets: List[str] = typer.Option(["c4"], "--dataset", "-d"),
           samples: int = typer.Option(256), seq_len: int = typer.Option(2048),
           batch_size: int = typer.Option(4), seed: int = typer.Option(0),
@@ -203,7 +206,7 @@ def crawl(repo: str = typer.Argument(..., help="hub repo id"),
     from . import _run
     settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype, layerwise)
     _run.crawl_command(repo, out, settings, _hub_args(preset, pattern, tokens_per_step, every, steps,
-                                                      max_n, token, endpoint), cache_dir, keep, tokenizer,
+                                                      max_n, token, endpoint, stages), cache_dir, keep, tokenizer,
                        executor, workers)
 
 

@@ -6,7 +6,9 @@ Repositories are plain folders, one per branch:
     ROOT/<org>/<name>/gated                              (empty marker: the repo is gated)
 
 Served (model repos only): list_repo_refs, list_repo_tree, list_repo_commits, model_info/repo_info,
-and /resolve (HEAD metadata + GET, with Range) for hf_hub_download and snapshot_download.
+list_models (author and search filters, pages of 2 linked by the `Link: <...>; rel="next"` header
+the client follows, as huggingface_hub/utils/_pagination.py reads it), and /resolve (HEAD metadata +
+GET, with Range) for hf_hub_download and snapshot_download.
 Files ending in .safetensors, .bin or .pt are LFS files: the tree reports their real sha256 and
 their ETag is that sha256, as on the hub. No Xet header is ever sent, so downloads stay plain HTTP.
 Errors carry the hub's `X-Error-Code` so the client raises RepositoryNotFoundError,
@@ -147,6 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if parts == ["api", "agent-harnesses"]:  # client telemetry: an empty registry
                 return self._json({"standardEnvVars": [], "harnesses": {}})
+            if parts == ["api", "models"]:
+                return self._list_models(query)
             if parts[:2] == ["api", "models"] and len(parts) >= 4:
                 return self._api(self.hub.repo(*parts[2:4], self.headers), parts[4:], query)
             if len(parts) >= 5 and parts[2] == "resolve":
@@ -174,6 +178,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json([{"id": branch.commit, "title": f"Upload {branch.name}", "message": "",
                                 "date": DATE, "authors": []}])
         raise HubError(404, None, f"unknown endpoint {action}")
+
+    def _list_models(self, query: dict) -> None:
+        """GET /api/models?author=A&search=S[&cursor=N]: ids under ROOT/<author>/ containing S."""
+        author, search = query.get("author"), query.get("search", "").lower()
+        ids = sorted(f"{org.name}/{repo.name}" for org in self.hub.root.iterdir() if org.is_dir()
+                     and (author is None or org.name == author) for repo in org.iterdir() if (repo / "main").is_dir())
+        ids = [i for i in ids if search in i.lower()]
+        start = int(query.get("cursor", 0))
+        headers = {}
+        if start + 2 < len(ids):
+            nxt = "&".join(f"{k}={v}" for k, v in {**query, "cursor": start + 2}.items())
+            headers["Link"] = f'<{self.hub.endpoint}/api/models?{nxt}>; rel="next"'
+        self._json([{"_id": i, "id": i, "modelId": i, "likes": 0, "downloads": 0, "tags": [], "private": False,
+                     "createdAt": DATE} for i in ids[start:start + 2]], headers=headers)
 
     def _resolve(self, repo: Repo, rev: str, path: str) -> None:
         """HEAD: metadata only. GET: the bytes, from a `Range: bytes=N-` start if asked (206)."""

@@ -80,8 +80,8 @@ def test_list_every_preset(preset, hub_root, env):
     assert not any(m == "GET" and p.endswith((".safetensors", ".pt")) for m, p in hub.requests)  # no weights
     if preset == "pythia":
         assert "step 4" in [ln for ln in out.splitlines() if ln.split()[0] == "16"][0]  # duplicate marked
-    if preset == "olmo":
-        assert "4B" in out and "8B" in out
+    if preset == "olmo":  # names round to whole billions; refined to 4,194,304 tokens per step
+        assert "4.194B" in out and "8.389B" in out
 
 
 def test_crawl_equals_local_scoring(hub_root, env):

@@ -42,6 +42,14 @@ def _open_orders(store: CubeStore) -> xr.Dataset | None:
     return _combine(cells)
 
 
+def _per_step(var: xr.DataArray) -> xr.DataArray:
+    """A string per (model, step, dataset) -> one per (model, step): the first non-empty value."""
+    values = var.transpose("model", "step", "dataset").values
+    out = np.array([[next((str(v) for v in row if isinstance(v, str) and v), "") for row in steps]
+                    for steps in values], dtype=object)
+    return xr.DataArray(out, dims=("model", "step"), coords={"model": var["model"], "step": var["step"]})
+
+
 def open_cube(path: str | Path) -> xr.Dataset:
     """The cube at `path` as a lazy Dataset over (model, step, layer, module, dataset, sample).
 
@@ -49,7 +57,8 @@ def open_cube(path: str | Path) -> xr.Dataset:
     `tokens` is a (model, step) coordinate; provenance variables (fingerprint, dtype, device,
     revision, scored_at, package_version) and integrity flags (duplicate_of, partial_duplicate_of,
     identical_to_final, config_drift, tokenizer_from; "" where unset) are over (model, step,
-    dataset). `flagged`, a boolean (model, step) coordinate, marks steps identical to the final
+    dataset). `stage` (model, step) names the training stage of multi-stage histories ("" else).
+    `flagged`, a boolean (model, step) coordinate, marks steps identical to the final
     one (wrong uploads): the dynamics analyses leave them out unless asked to keep them. Where
     dropping orders were stored, `drop_order` holds them over (model, step, dataset, strategy,
     module, rank): the layer dropped at each rank, -1 where none.
@@ -64,7 +73,8 @@ def open_cube(path: str | Path) -> xr.Dataset:
     cube = _combine(cells)
     cube["tokens"] = cube["tokens"].max("dataset").compute()  # tokens seen: one value per (model, step)
     cube["flagged"] = (cube["identical_to_final"] == "true").any("dataset").compute()
-    cube = cube.set_coords(["tokens", "flagged"])  # provenance stays data variables: metric arrays stay clean
+    cube["stage"] = _per_step(cube["stage"])
+    cube = cube.set_coords(["tokens", "flagged", "stage"])  # provenance stays data variables: metric arrays clean
     orders = _open_orders(store)
     if orders is not None:
         cube = xr.merge([cube, orders], join="left", compat="override", combine_attrs="override")

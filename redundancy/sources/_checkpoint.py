@@ -22,6 +22,8 @@ class Checkpoint:
     subfolder: str | None = None  # for histories kept as folders on one branch (MAP-Neo)
     download_bytes: int = 0  # what scoring needs to download
     format: str = "hf"  # "hf" or "megatron"
+    stage: str = ""  # training stage of multi-stage histories ("stage1", "stage2-ingredient1", "anneal")
+    stage_step: int | None = None  # the step as the stage counts it (sources/_stages.py)
     source: str = ""  # what the weights are: a digest of the hub's LFS sha256s, or of the local files
     duplicate_of: int | None = None  # step whose weights are byte-identical (scored once)
     # integrity flags, set from the hub's listing before anything is downloaded (sources/_integrity.py)
@@ -40,7 +42,8 @@ class Checkpoint:
         return {"duplicate_of": "" if self.duplicate_of is None else str(self.duplicate_of),
                 "partial_duplicate_of": ",".join(map(str, self.partial_duplicate_of)),
                 "identical_to_final": "true" if self.identical_to_final else "",
-                "config_drift": self.config_drift, "tokenizer_from": self.tokenizer_from or ""}
+                "config_drift": self.config_drift, "tokenizer_from": self.tokenizer_from or "",
+                "stage": self.stage}
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -7,19 +7,29 @@ from typing import Sequence
 from ._checkpoint import Checkpoint, Series
 from ._fetch import HubFetcher
 from ._hub import list_checkpoints
-from ._presets import make_preset, parse_tokens
+from ._presets import Preset, make_preset, parse_tokens
+from ._stages import select_stages
 from ._select import select
 
 
 def hub_series(repo: str, preset: str | None = None, pattern: str | None = None,
                tokens_per_step: float | None = None, every: str | None = None,
                steps: Sequence[int] | None = None, max_n: int | None = None,
-               token: str | None = None, endpoint: str | None = None) -> Series:
-    """The selected checkpoints of a hub repo (nothing downloaded)."""
+               token: str | None = None, endpoint: str | None = None,
+               stages: Sequence[str] | None = None) -> Series:
+    """The selected checkpoints of a hub history (nothing downloaded). `repo` is a repo id; for a
+    preset with one repo per step, an author (listed on the hub) or a comma-separated list of repos."""
     p = make_preset(preset, pattern, tokens_per_step)
-    ckpts = list_checkpoints(repo, p, token=token, endpoint=endpoint)
+    ckpts = select_stages(list_checkpoints(repo, p, token=token, endpoint=endpoint), list(stages or []))
     chosen = select(ckpts, every=parse_tokens(every) if every else None, steps=steps, max_n=max_n)
-    return Series(repo, chosen)
+    return Series(series_name(repo, p), chosen)
+
+
+def series_name(repo: str, preset: Preset) -> str:
+    """The model name in the cube: the repo, or for one repo per step "<author>/<preset>"."""
+    if preset.exposed != "repos":
+        return repo
+    return f"{repo.split(',')[0].split('/')[0]}/{preset.name}"
 
 
 def flag_text(c: Checkpoint) -> str:
@@ -42,7 +52,7 @@ def table(ckpts: list[Checkpoint]) -> list[str]:
     """Lines for `redundancy list`: step, tokens, revision, commit, size, flags."""
     rows = [f"{'step':>9} {'tokens':>10} {'revision':<34} {'commit':<10} {'download':>10}  flags"]
     for c in ckpts:
-        tokens = "-" if c.tokens is None else f"{c.tokens / 1e9:.3g}B"
+        tokens = "-" if c.tokens is None else f"{c.tokens / 1e9:.4g}B"
         rows.append(f"{c.step:>9} {tokens:>10} {c.revision:<34} {(c.commit or '')[:8]:<10} "
                     f"{c.download_bytes / 1e6:>8.1f}MB  {flag_text(c)}".rstrip())
     return rows

@@ -7,7 +7,9 @@ so byte-identical checkpoints are found without downloading them.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
+from typing import NamedTuple
 from pathlib import Path
 
 from .._atomic import atomic_file
@@ -15,6 +17,7 @@ from ..errors import SeriesError
 from ._checkpoint import Checkpoint, hashes_digest
 from ._integrity import TOKENIZER_FILES, config_drift, mark_duplicates, mark_tokenizers
 from ._presets import Preset
+from ._stages import sequence
 from ._tiny import cache_root
 
 WEIGHTS = (".safetensors", ".bin", ".pt")
@@ -44,35 +47,52 @@ def _matches(path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def _entries(api, repo: str, preset: Preset) -> list[tuple[int, float | None, str, str, str | None]]:
-    """(step, tokens, revision name, commit, subfolder) for every checkpoint the preset matches."""
+class _Entry(NamedTuple):
+    step: int
+    tokens: float | None
+    stage: str
+    name: str  # branch, folder or repo id
+    commit: str
+    subfolder: str | None
+    repo: str
+
+
+def _entries(api, repo: str, preset: Preset) -> list[_Entry]:
+    """Every checkpoint the preset matches: branches or folders of `repo`, or repos (one per step)
+    of the author `repo` (or of the comma-separated list `repo`)."""
     from huggingface_hub.hf_api import RepoFolder
     out = []
     if preset.exposed == "branches":
         for ref in api.list_repo_refs(repo).branches:
             if (parsed := preset.parse(ref.name)) is not None:
-                out.append((*parsed, ref.name, ref.target_commit, None))
-    else:
+                out.append(_Entry(*parsed, ref.name, ref.target_commit, None, repo))
+    elif preset.exposed == "folders":
         commit = api.model_info(repo).sha
         for entry in api.list_repo_tree(repo, revision=commit):
             if isinstance(entry, RepoFolder) and (parsed := preset.parse(entry.path)) is not None:
-                out.append((*parsed, entry.path, commit, entry.path))
+                out.append(_Entry(*parsed, entry.path, commit, entry.path, repo))
+    else:
+        ids = repo.split(",") if "," in repo or "/" in repo else [
+            m.id for m in api.list_models(author=repo, search=preset.search)]
+        for rid in ids:
+            if (parsed := preset.parse(rid.split("/", 1)[-1])) is not None:
+                out.append(_Entry(*parsed, rid, api.model_info(rid).sha, None, rid))
     return out
 
 
-def _describe(api, repo: str, step: int, tokens, name: str, commit: str, sub: str | None,
-              fmt: str) -> Checkpoint:
-    files = {f.path: f for f in api.list_repo_tree(repo, path_in_repo=sub, recursive=True, revision=commit)
+def _describe(api, e: _Entry, fmt: str) -> Checkpoint:
+    files = {f.path: f for f in api.list_repo_tree(e.repo, path_in_repo=e.subfolder, recursive=True, revision=e.commit)
              if hasattr(f, "size")}
+    sub = e.subfolder
     rel = {p[len(sub) + 1:] if sub else p: f for p, f in files.items()}
     patterns = wanted(list(rel), fmt)
     keep = {p: f for p, f in rel.items() if _matches(p, patterns)}
     hashes = {p: (f.lfs.sha256 if f.lfs else f.blob_id) for p, f in keep.items() if p.endswith(WEIGHTS)}
     config = rel.get("config.json")
-    return Checkpoint(step=step, tokens=tokens, revision=name, commit=commit, weight_hashes=hashes,
-                      repo=repo, subfolder=sub, download_bytes=sum(f.size for f in keep.values()),
+    return Checkpoint(step=e.step, tokens=e.tokens, revision=e.name, commit=e.commit, weight_hashes=hashes,
+                      repo=e.repo, subfolder=sub, download_bytes=sum(f.size for f in keep.values()),
                       format=fmt, config_id=config.blob_id if config else None, source=hashes_digest(hashes),
-                      has_tokenizer=fmt == "megatron" or any(p in rel for p in TOKENIZER_FILES))
+                      has_tokenizer=fmt == "megatron" or any(p in rel for p in TOKENIZER_FILES), stage=e.stage)
 
 
 def list_checkpoints(repo: str, preset: Preset, token: str | None = None,
@@ -86,10 +106,11 @@ def list_checkpoints(repo: str, preset: Preset, token: str | None = None,
     try:
         api = _api(token, endpoint)
         entries = _entries(api, repo, preset)
-        ckpts = [_describe(api, repo, *e, preset.format) for e in entries]
+        ckpts = [_describe(api, e, preset.format) for e in entries]
         if not ckpts:
             raise SeriesError(f"{repo} has no {preset.exposed} matching {preset.pattern!r} (preset {preset.name})")
-        ckpts = mark_tokenizers(mark_duplicates(sorted(ckpts, key=lambda c: c.step)))
+        ckpts = sequence(ckpts, preset.stage_order, restart=preset.stages == "restart")
+        ckpts = mark_tokenizers(mark_duplicates(ckpts))
         ckpts = config_drift(ckpts, lambda c: _read_config(c, token, endpoint))
     except Exception as exc:  # noqa: BLE001 - translated into one clear message
         cached = _load_listing(repo, preset)
@@ -108,7 +129,8 @@ def _read_config(c: Checkpoint, token: str | None, endpoint: str | None) -> dict
 
 
 def _listing_path(repo: str, preset: Preset) -> Path:
-    return cache_root() / "listings" / f"{repo.replace('/', '--')}--{preset.name}.json"
+    key = repo.replace("/", "--") if len(repo) < 100 else hashlib.sha256(repo.encode()).hexdigest()[:16]
+    return cache_root() / "listings" / f"{key}--{preset.name}.json"
 
 
 def _save_listing(repo: str, preset: Preset, ckpts: list[Checkpoint]) -> None:

@@ -1,0 +1,56 @@
+"""Multi-stage histories (OLMo-2/3 stage 1 then mid-training, SmolLM3's three stages, OpenCoder's
+pretraining then annealing) as one ordered history.
+
+Where each stage counts its steps from 0 (preset `stages: restart`), stage k's steps are placed after
+stage k-1's last one (step = offset + stage_step, offset = previous stage's last step + 1) and its
+tokens after the previous stage's last tokens: `step` stays unique and `tokens` monotone along the
+sequence, so two stages' equal step numbers never share a cube cell. Where steps run on across
+stages (`stages: continue`, SmolLM3) they are kept. `stage` and `stage_step` keep the names' values.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from ..errors import SeriesError
+from ._checkpoint import Checkpoint
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def stage_names(ckpts: list[Checkpoint], order: tuple[str, ...] = ()) -> list[str]:
+    """The stages present, in training order: `order` first, then natural order (stage2 < stage10)."""
+    present = {c.stage for c in ckpts}
+    return [s for s in order if s in present] + sorted(present - set(order), key=_natural)
+
+
+def sequence(ckpts: list[Checkpoint], order: tuple[str, ...] = (), restart: bool = True) -> list[Checkpoint]:
+    """The checkpoints sorted along the stage sequence, with global steps and cumulative tokens."""
+    if not any(c.stage for c in ckpts):
+        return sorted(ckpts, key=lambda c: c.step)
+    out: list[Checkpoint] = []
+    step_offset, token_offset = 0, 0.0
+    for stage in stage_names(ckpts, order):
+        group = sorted((c for c in ckpts if c.stage == stage), key=lambda c: c.step)
+        for c in group:
+            tokens = None if c.tokens is None else c.tokens + (token_offset if restart else 0.0)
+            out.append(replace(c, step=c.step + (step_offset if restart else 0), stage_step=c.step, tokens=tokens))
+        step_offset = out[-1].step + 1
+        token_offset = out[-1].tokens if out[-1].tokens is not None else token_offset
+    steps = [c.step for c in out]
+    if len(set(steps)) != len(steps):  # continuing steps that overlap: the stages are not one sequence
+        raise SeriesError("these stages share step numbers although the preset says steps run on across "
+                          "stages; select one stage sequence with --stage")
+    return out
+
+
+def select_stages(ckpts: list[Checkpoint], stages: list[str] | None) -> list[Checkpoint]:
+    """Keep the named stages (all when None); an unknown name is an error listing the stages."""
+    if not stages:
+        return ckpts
+    have = list(dict.fromkeys(c.stage for c in ckpts if c.stage))  # already in training order
+    if unknown := [s for s in stages if s not in have]:
+        raise SeriesError(f"no stage {unknown[0]!r} in this history; its stages: {', '.join(have) or 'none'}")
+    return [c for c in ckpts if c.stage in stages]
