@@ -103,7 +103,7 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
             if ready.tokenizer_path is not None:
                 ev.log(f"step {ckpt.step}: {ckpt.revision} has no tokenizer files; using "
                        f"{ckpt.tokenizer_from or ready.tokenizer_path}'s")
-            _score_checkpoint(series.model, ready, missing, store, settings, ev)
+            _score_checkpoint(series.model, ready, missing, store, settings, ev, series.meta())
             fetcher.release(ready)
             ev.checkpoint(ckpt, "scored")
     for ckpt, missing in copies:  # originals are all in the store now
@@ -137,9 +137,10 @@ def _check_context(config: Any, model_name: str, ckpt: Checkpoint, seq_len: int)
 
 
 def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], store: CubeStore,
-                      s: ScoreSettings, ev: Events) -> None:
+                      s: ScoreSettings, ev: Events, meta: dict[str, str] | None = None) -> None:
+    """`meta`: the series' suite, seed and seed kind, stored with every cell."""
     if s.layerwise:
-        return _score_checkpoint_layerwise(model_name, ckpt, datasets, store, s, ev)
+        return _score_checkpoint_layerwise(model_name, ckpt, datasets, store, s, ev, meta)
     model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
     _check_context(model.config, model_name, ckpt, s.seq_len)
     scorer = Scorer(model, s.metrics)
@@ -149,13 +150,13 @@ def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], st
         ev.dataset(name, s.n_samples)
         scores = scorer.score(calib.tokens, s.batch_size, on_batch=ev.batches)
         cell = make_cell(scores, scorer.metric_names, model=model_name, step=ckpt.step, dataset=name,
-                         tokens=ckpt.tokens, provenance=_provenance(ckpt, calib.fingerprint, s))
+                         tokens=ckpt.tokens, provenance=_provenance(ckpt, calib.fingerprint, s, meta))
         if store.write_cell(cell):
             ev.written.append((ckpt.step, name))
 
 
 def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: list[str], store: CubeStore,
-                                s: ScoreSettings, ev: Events) -> None:
+                                s: ScoreSettings, ev: Events, meta: dict[str, str] | None = None) -> None:
     """Every calibration set in one sweep over the layers: each layer's weights are read once."""
     from transformers import AutoConfig
 
@@ -170,13 +171,14 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
     for i, (name, calib) in enumerate(zip(datasets, calibs)):
         cell = make_cell(scores[i * s.n_samples:(i + 1) * s.n_samples], names, model=model_name,
                          step=ckpt.step, dataset=name, tokens=ckpt.tokens,
-                         provenance=_provenance(ckpt, calib.fingerprint, s))
+                         provenance=_provenance(ckpt, calib.fingerprint, s, meta))
         if store.write_cell(cell):
             ev.written.append((ckpt.step, name))
 
 
-def _provenance(ckpt: Checkpoint, fingerprint: str, s: ScoreSettings) -> dict[str, str]:
+def _provenance(ckpt: Checkpoint, fingerprint: str, s: ScoreSettings,
+                meta: dict[str, str] | None = None) -> dict[str, str]:
     return dict(fingerprint=fingerprint, dtype=s.dtype, device=s.device,
                 revision=ckpt.commit or ckpt.revision or "", source=ckpt.source,
                 package_version=version("redundancy"),
-                **ckpt.flags(), scored_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                **ckpt.flags(), **(meta or {}), scored_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

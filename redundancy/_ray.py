@@ -40,11 +40,11 @@ def ray_cluster(num_workers: int | None = None, address: str | None = None) -> I
         ray.shutdown()
 
 
-def _score_task(model: str, ckpts: list[Checkpoint], store_path: str, settings: ScoreSettings,
+def _score_task(series: Series, ckpts: list[Checkpoint], store_path: str, settings: ScoreSettings,
                 fetcher: Fetcher | None) -> None:
     """The Ray task: score one checkpoint (and its byte-identical duplicates) into the store."""
     store = CubeStore.open(store_path, settings.calibration())
-    score_series(Series(model, ckpts), store, settings, fetcher=fetcher)
+    score_series(dataclasses.replace(series, checkpoints=ckpts), store, settings, fetcher=fetcher)
 
 
 def _plan(series: Series, store: CubeStore, datasets: tuple[str, ...]) -> tuple[list[Task], list[Checkpoint]]:
@@ -90,7 +90,7 @@ def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSett
         def submit(ckpts: list[Checkpoint]) -> Any:
             for c in ckpts:
                 ev.checkpoint(c, "scoring")
-            return remote.remote(series.model, ckpts, str(store.path), task_settings, fetcher)
+            return remote.remote(series, ckpts, str(store.path), task_settings, fetcher)
 
         with closing(_as_completed(ray, submit, tasks, num_workers or len(tasks), max_retries + 1)) as finished:
             for ckpts, missing in finished:

@@ -75,40 +75,63 @@ def _bars() -> Progress:
 
 def score_command(series_spec, out: Path, settings: ScoreSettings, fetcher=None, executor: str = "local",
                   workers: int | None = None) -> Events:
-    """Open the series (a spec or a Series) and the store, then score with a checkpoint bar and a
-    batch bar; `fetcher` downloads hub checkpoints; executor "ray" runs a Ray task per checkpoint."""
+    """Open the series (a spec, `suite:NAME`, a Series or a list of them) and the store, then score
+    each with a checkpoint bar and a batch bar; `fetcher` downloads hub checkpoints; executor "ray"
+    runs a Ray task per checkpoint."""
     if executor not in ("local", "ray"):
         raise RedundancyError(f"--executor {executor!r} is not one of local, ray")
     store = CubeStore.open(out, settings.calibration())  # refuse a bad --out before any work
+    written: list = []
     with _bars() as bars:
         train = bars.add_task("preparing series", total=None)
 
         def on_train(what: str, done: int, total: int) -> None:
             bars.update(train, description=what, completed=done, total=total)
 
-        series = open_series(series_spec, progress=on_train) if isinstance(series_spec, str) else series_spec
+        serieses = _open_all(series_spec, on_train)
         bars.remove_task(train)
-        ckpts = bars.add_task(f"checkpoints of {series.model}", total=len(series.checkpoints))
-        batch = bars.add_task("samples", total=None)
+        for series in serieses:
+            written += _score_one(series, store, settings, bars, fetcher, executor, workers).written
+    total = sum(len(s.checkpoints) for s in serieses) * len(settings.datasets)
+    console.print(f"{len(written)} cells written to {out} ({total - len(written)} already there)")
+    return Events(written=written)
 
-        def on_ckpt(ckpt, state: str) -> None:
-            bars.update(ckpts, description=f"step {ckpt.step} of {series.model}: {state}",
-                        advance=int(state != "scoring"))
 
-        def on_dataset(name: str, n: int) -> None:
-            bars.reset(batch, total=n, description=f"samples of {name}")
+def _open_all(spec, progress) -> list:
+    """The series a spec names: one, or every member of `suite:NAME`."""
+    if isinstance(spec, list):
+        return spec
+    if not isinstance(spec, str):
+        return [spec]
+    kind, _, name = spec.partition(":")
+    if kind == "suite":
+        from .sources._suites import SUITES, builtin_suite
+        return builtin_suite(SUITES.get(name), progress)
+    return [open_series(spec, progress=progress)]
 
-        events = Events(checkpoint=on_ckpt, dataset=on_dataset, batches=lambda n: bars.advance(batch, n),
-                        log=lambda msg: bars.console.print(msg))
-        if executor == "ray":  # per-batch progress stays in the workers: checkpoints only
-            from ._ray import score_series_ray
 
-            bars.remove_task(batch)
-            score_series_ray(series, out, settings, events, fetcher=fetcher, num_workers=workers)
-        else:
-            score_series(series, store, settings, events, fetcher)
-    console.print(f"{len(events.written)} cells written to {out} "
-                  f"({len(series.checkpoints) * len(settings.datasets) - len(events.written)} already there)")
+def _score_one(series, store: CubeStore, settings: ScoreSettings, bars: Progress, fetcher, executor: str,
+               workers: int | None) -> Events:
+    ckpts = bars.add_task(f"checkpoints of {series.model}", total=len(series.checkpoints))
+    batch = bars.add_task("samples", total=None)
+
+    def on_ckpt(ckpt, state: str) -> None:
+        bars.update(ckpts, description=f"step {ckpt.step} of {series.model}: {state}",
+                    advance=int(state != "scoring"))
+
+    def on_dataset(name: str, n: int) -> None:
+        bars.reset(batch, total=n, description=f"samples of {name}")
+
+    events = Events(checkpoint=on_ckpt, dataset=on_dataset, batches=lambda n: bars.advance(batch, n),
+                    log=lambda msg: bars.console.print(msg))
+    if executor == "ray":  # per-batch progress stays in the workers: checkpoints only
+        from ._ray import score_series_ray
+
+        bars.remove_task(batch)
+        score_series_ray(series, store.path, settings, events, fetcher=fetcher, num_workers=workers)
+    else:
+        score_series(series, store, settings, events, fetcher)
+        bars.remove_task(batch)
     return events
 
 
@@ -185,7 +208,9 @@ def demo(out: Path) -> None:
     fig = analyses.loss_curve(arr["step"], arr["tokens"], arr["loss"], title="builtin:tiny training loss")
     made += analyses.save(fig, out / "figures" / "loss_curve")
     made += _demo_study(out)
+    made += _demo_suite(out)
     console.print(f"cube: {out / 'cube.zarr'}  (open with redundancy.open_cube)")
+    console.print(f"suite: {out / 'suite.zarr'}  (3 seeds; notebooks/seeds.ipynb)")
     console.print(f"results: {out / 'study' / 'results.zarr'}  (open with redundancy.open_results)")
     for p in made:
         console.print(f"figure: {p}")
@@ -202,6 +227,17 @@ def _demo_study(out: Path) -> list[Path]:
     return sorted((out / "study" / "figures").glob("*.p*"))
 
 
+def _demo_suite(out: Path) -> list[Path]:
+    """Three seeds of a small builtin:tiny in one cube, and their importance band at the last steps."""
+    import analyses
+
+    score_command("suite:tiny-seeds", out / "suite.zarr", ScoreSettings(datasets=("prose",), n_samples=16, seq_len=64))
+    imp = open_cube(out / "suite.zarr").importance.sel(dataset="prose").mean("sample")
+    steps = [int(imp.step[1]), int(imp.step[-1])]
+    fig = analyses.seed_band(imp, steps, title="tiny-seeds: importance per layer across 3 seeds, calibration set prose")
+    return analyses.save(fig, out / "figures" / "seed_band_tiny-seeds")
+
+
 def list_command(repo: str, hub_args: dict) -> list[str]:
     """The table `redundancy list` prints; no weights are downloaded."""
     from .sources._crawl import hub_series, table
@@ -209,18 +245,28 @@ def list_command(repo: str, hub_args: dict) -> list[str]:
     return table(hub_series(repo, **hub_args).checkpoints)
 
 
-def crawl_command(repo: str, out: Path, settings: ScoreSettings, hub_args: dict, cache_dir: Path | None,
-                  keep: bool, tokenizer: str | None, executor: str = "local", workers: int | None = None) -> Events:
-    """List, select, then download-and-score each checkpoint into the cube (resumable)."""
+def crawl_command(repo: str | None, out: Path, settings: ScoreSettings, hub_args: dict, cache_dir: Path | None,
+                  keep: bool, tokenizer: str | None, executor: str = "local", workers: int | None = None,
+                  suite: str | None = None) -> Events:
+    """List, select, then download-and-score each checkpoint into the cube (resumable); with
+    `suite` (a registered name or repos joined by commas), every member into one cube."""
+    if (repo is None) == (suite is None):
+        raise RedundancyError("give a repo, or --suite NAME (or --suite REPO1,REPO2,... with --preset), not both")
     from .sources._crawl import fetcher, hub_series, report
 
     CubeStore.open(out, settings.calibration())  # a bad --out fails before any network call
-    series = hub_series(repo, **hub_args)
-    dups = sum(c.duplicate_of is not None for c in series.checkpoints)
-    console.print(f"{repo}: {len(series.checkpoints)} checkpoints selected ({dups} byte-identical to another)")
-    for line in report(series.checkpoints):
-        console.print(line)
-    return score_command(series, out, settings,
+    if suite is not None:
+        from .sources._suites import hub_suite, suite_from
+        serieses = hub_suite(suite_from(suite, hub_args.pop("preset")), **hub_args)
+    else:
+        serieses = [hub_series(repo, **hub_args)]
+    for series in serieses:
+        dups = sum(c.duplicate_of is not None for c in series.checkpoints)
+        console.print(f"{series.model}: {len(series.checkpoints)} checkpoints selected "
+                      f"({dups} byte-identical to another)")
+        for line in report(series.checkpoints):
+            console.print(line)
+    return score_command(serieses, out, settings,
                          fetcher(cache_dir, hub_args.get("token"), hub_args.get("endpoint"), keep, tokenizer),
                          executor, workers)
 

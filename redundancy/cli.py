@@ -50,7 +50,8 @@ def command(name: str | None = None) -> Callable[[Callable], Callable]:
 
 
 @command()
-def score(series: str = typer.Argument(..., help="builtin:tiny or local:DIR (one checkpoint per step)"),
+def score(series: str = typer.Argument(..., help="builtin:tiny, local:DIR (one checkpoint per step), or "
+                                       "suite:tiny-seeds (three seeds of a small builtin:tiny)"),
           out: Path = typer.Option(..., "--out", "-o", help="cube store (zarr folder) to write into"),
           datasets: List[str] = typer.Option(["prose", "code", "math"], "--dataset", "-d",
                                              help="calibration set; repeat for several"),
@@ -186,7 +187,8 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
 
 
 @command()
-def crawl(repo: str = typer.Argument(..., help="hub repo id"),
+def crawl(repo: Optional[str] = typer.Argument(None, help="hub repo id (or an author, or repos joined by commas, "
+                                               "for one repo per step)"),
           out: Path = typer.Option(..., "--out", "-o", help="cube store"),
           preset: Optional[str] = PRESET, pattern: Optional[str] = PATTERN,
           tokens_per_step: Optional[float] = TPS, every: Optional[str] = EVERY,
@@ -201,13 +203,16 @@ def crawl(repo: str = typer.Argument(..., help="hub repo id"),
           tokenizer: Optional[str] = typer.Option(None, help="tokenizer repo or folder: for Megatron histories, and revisions uploaded without one"),
           layerwise: bool = typer.Option(False, help="one decoder layer on the device at a time"),
           executor: str = typer.Option("local", help="local or ray (a task per checkpoint: download and score)"),
-          workers: Optional[int] = typer.Option(None, help="with --executor ray: checkpoints at once")) -> None:
-    """Score the selected checkpoints of a hub history into the cube; finished steps are skipped."""
+          workers: Optional[int] = typer.Option(None, help="with --executor ray: checkpoints at once"),
+          suite: Optional[str] = typer.Option(None, help="a suite of seeds into one cube: polypythia-160m, "
+                                              "crfm-gpt2-small, or repos joined by commas (with --preset)")) -> None:
+    """Score the selected checkpoints of a hub history (or of every run of a suite) into the cube;
+    finished steps are skipped."""
     from . import _run
     settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype, layerwise)
     _run.crawl_command(repo, out, settings, _hub_args(preset, pattern, tokens_per_step, every, steps,
                                                       max_n, token, endpoint, stages), cache_dir, keep, tokenizer,
-                       executor, workers)
+                       executor, workers, suite)
 
 
 @command()

@@ -11,7 +11,8 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert {p.stem for p in NOTEBOOKS} >= {"training_dynamics", "calibration_stability", "one_shot_vs_iterative"}
+    assert {p.stem for p in NOTEBOOKS} >= {"training_dynamics", "calibration_stability", "one_shot_vs_iterative",
+                                           "seeds"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -23,6 +24,7 @@ def test_notebook_is_stripped(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, demo_dir, monkeypatch):
     monkeypatch.setenv("REDUNDANCY_CUBE", str(demo_dir / "cube.zarr"))
+    monkeypatch.setenv("REDUNDANCY_SUITE_CUBE", str(demo_dir / "suite.zarr"))  # seeds.ipynb
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -57,7 +57,8 @@ def open_cube(path: str | Path) -> xr.Dataset:
     `tokens` is a (model, step) coordinate; provenance variables (fingerprint, dtype, device,
     revision, scored_at, package_version) and integrity flags (duplicate_of, partial_duplicate_of,
     identical_to_final, config_drift, tokenizer_from; "" where unset) are over (model, step,
-    dataset). `stage` (model, step) names the training stage of multi-stage histories ("" else).
+    dataset). `stage` (model, step) names the training stage of multi-stage histories ("" else);
+    `suite`, `seed` (-1 outside a suite) and `seed_kind` (model) say which run of a suite each is.
     `flagged`, a boolean (model, step) coordinate, marks steps identical to the final
     one (wrong uploads): the dynamics analyses leave them out unless asked to keep them. Where
     dropping orders were stored, `drop_order` holds them over (model, step, dataset, strategy,
@@ -74,7 +75,10 @@ def open_cube(path: str | Path) -> xr.Dataset:
     cube["tokens"] = cube["tokens"].max("dataset").compute()  # tokens seen: one value per (model, step)
     cube["flagged"] = (cube["identical_to_final"] == "true").any("dataset").compute()
     cube["stage"] = _per_step(cube["stage"])
-    cube = cube.set_coords(["tokens", "flagged", "stage"])  # provenance stays data variables: metric arrays clean
+    for name in ("suite", "seed_kind", "seed"):  # suites: one value per model (its run)
+        cube[name] = _per_step(cube[name]).max("step") if cube.sizes["step"] else cube[name]
+    cube["seed"] = xr.DataArray([int(v) if v else -1 for v in cube["seed"].values], dims="model")
+    cube = cube.set_coords(["tokens", "flagged", "stage", "suite", "seed_kind", "seed"])  # metric arrays clean
     orders = _open_orders(store)
     if orders is not None:
         cube = xr.merge([cube, orders], join="left", compat="override", combine_attrs="override")

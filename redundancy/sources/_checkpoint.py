@@ -65,10 +65,19 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Series:
-    """A model's checkpoint history. `model` names it in the cube."""
+    """A model's checkpoint history. `model` names it in the cube; a member of a suite (seeds of one
+    architecture) also says which suite, its seed and the kind of seed."""
 
     model: str
     checkpoints: list[Checkpoint]
+    suite: str = ""
+    seed: int | None = None
+    seed_kind: str = ""
+
+    def meta(self) -> dict[str, str]:
+        """Suite, seed and seed kind as the cube stores them ("" when not a suite member)."""
+        return {"suite": self.suite, "seed": "" if self.seed is None else str(self.seed),
+                "seed_kind": self.seed_kind}
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
