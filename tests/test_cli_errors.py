@@ -47,11 +47,12 @@ def test_folder_without_config(tmp_path):
 
 
 def test_unsupported_family(tmp_path):
-    from transformers import GPT2Config, GPT2LMHeadModel
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=300)).save_pretrained(tmp_path / "s" / "step-1")
+    from transformers import OPTConfig, OPTForCausalLM  # a causal LM the family table lacks
+    OPTForCausalLM(OPTConfig(num_hidden_layers=2, hidden_size=32, ffn_dim=64, num_attention_heads=2, vocab_size=300,
+                             word_embed_proj_dim=32)).save_pretrained(tmp_path / "s" / "step-1")
     code, out = run("score", f"local:{tmp_path / 's'}", "--out", str(tmp_path / "c.zarr"), *FAST)
     line = error_line(out)
-    assert code == 1 and "'gpt2' is not in the family table" in line and "llama" in line
+    assert code == 1 and "'opt' is not in the family table" in line and "llama" in line
 
 
 def test_seq_len_above_context(local_series, tmp_path):
