@@ -31,7 +31,7 @@ def order_series(series: Series, store: CubeStore, settings: ScoreSettings, step
         raise SeriesError(f"{series.model} has no step {missing[0]}; it has {sorted(by_step)}")
     written = []
     for step in wanted:
-        todo = [d for d in settings.datasets if not store.has_cell(series.model, step, d, "orders")]
+        todo = [d for d in settings.sets() if not store.has_cell(series.model, step, d, "orders")]
         ev.checkpoint(by_step[step], "ordering" if todo else "done already")
         if todo:
             written += _order_checkpoint(series.model, by_step[step], todo, store, settings, modules, metric, ev)
@@ -46,8 +46,9 @@ def _order_checkpoint(name: str, ckpt: Checkpoint, datasets: list[str], store: C
     model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
     scorer = Scorer(model, s.metrics)
     written = []
+    specs = s.sets()
     for dataset in datasets:
-        tokens = calibration_tokens(dataset, tokenizer, s.n_samples, s.seq_len, s.seed).tokens
+        tokens = calibration_tokens(specs[dataset], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field).tokens
         orders = {}
         for module in modules:
             ev.log(f"iterative {module} order, step {ckpt.step}, {dataset}")

@@ -12,6 +12,7 @@ import torch
 
 from .calibration import calibration_tokens
 from .cube import CubeStore, make_cell
+from .errors import StoreError
 from .errors import CalibrationError
 from .sources._load import check_token_ids, load_tokenizer
 from .scoring import DEFAULT_METRICS, METRICS, Scorer, score_layerwise
@@ -33,6 +34,12 @@ class ScoreSettings:
     dtype: str = "float32"
     metrics: Sequence[str] = DEFAULT_METRICS
     layerwise: bool = False  # one decoder layer on the device at a time (models larger than the device)
+    text_field: str = "text"  # the field read from local files and hub specs
+
+    def sets(self) -> dict[str, str]:
+        """Each calibration set's short name (the cube's `dataset` label) -> the spec given."""
+        from .calibration import resolve_set
+        return {resolve_set(d, self.text_field).name: d for d in self.datasets}
 
     def calibration(self) -> dict[str, Any]:
         """The settings every cell of one cube must share (see cube.SETTINGS_KEYS)."""
@@ -83,9 +90,10 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
     """
     ev, fetcher = events or Events(), fetcher or Fetcher()
     store.clean_partial()
+    check_sources(store, settings)
     todo = []
     for ckpt in series.checkpoints:
-        missing = store.missing(series.model, ckpt.step, list(settings.datasets), ckpt.source, ev.log)
+        missing = store.missing(series.model, ckpt.step, list(settings.sets()), ckpt.source, ev.log)
         if missing:
             todo.append((ckpt, missing))
         else:
@@ -110,6 +118,16 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
         ev.written += _copy_duplicate(store, series.model, ckpt, missing)
         ev.checkpoint(ckpt, "scored")
     return ev
+
+
+def check_sources(store: CubeStore, settings: ScoreSettings) -> None:
+    """Refuse a calibration set whose short name the store already holds from another source."""
+    from .calibration import resolve_set
+    for name, spec in settings.sets().items():
+        source = resolve_set(spec, settings.text_field).source
+        if (stored := store.dataset_source(name)) and stored != source:
+            raise StoreError(f"{store.path} holds calibration set {name!r} read from {stored}; {spec!r} reads "
+                             f"{source}: another source under the same name. Rename the file or use another --out")
 
 
 def _original_done(store: CubeStore, model: str, ckpt: Checkpoint, datasets: list[str]) -> bool:
@@ -144,13 +162,14 @@ def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], st
     model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
     _check_context(model.config, model_name, ckpt, s.seq_len)
     scorer = Scorer(model, s.metrics)
+    specs = s.sets()
     for name in datasets:
-        calib = calibration_tokens(name, tokenizer, s.n_samples, s.seq_len, s.seed)
+        calib = calibration_tokens(specs[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
         check_token_ids(calib.tokens, model, f"{model_name} step {ckpt.step}")
         ev.dataset(name, s.n_samples)
         scores = scorer.score(calib.tokens, s.batch_size, on_batch=ev.batches)
         cell = make_cell(scores, scorer.metric_names, model=model_name, step=ckpt.step, dataset=name,
-                         tokens=ckpt.tokens, provenance=_provenance(ckpt, calib.fingerprint, s, meta))
+                         tokens=ckpt.tokens, provenance=_provenance(ckpt, calib, s, meta))
         if store.write_cell(cell):
             ev.written.append((ckpt.step, name))
 
@@ -162,7 +181,9 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
 
     _check_context(AutoConfig.from_pretrained(ckpt.path), model_name, ckpt, s.seq_len)
     tokenizer = load_tokenizer(ckpt.tokenizer_path or ckpt.path, f"{model_name} step {ckpt.step}")
-    calibs = [calibration_tokens(name, tokenizer, s.n_samples, s.seq_len, s.seed) for name in datasets]
+    specs = s.sets()
+    calibs = [calibration_tokens(specs[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
+              for name in datasets]
     ev.dataset("+".join(datasets) + " (layer by layer)", len(datasets) * s.n_samples)
     scores = score_layerwise(ckpt.path, torch.cat([c.tokens for c in calibs]), s.batch_size, s.device,
                              DTYPES[s.dtype], s.metrics)  # (len(datasets) * n, L, 3, M)
@@ -171,14 +192,14 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
     for i, (name, calib) in enumerate(zip(datasets, calibs)):
         cell = make_cell(scores[i * s.n_samples:(i + 1) * s.n_samples], names, model=model_name,
                          step=ckpt.step, dataset=name, tokens=ckpt.tokens,
-                         provenance=_provenance(ckpt, calib.fingerprint, s, meta))
+                         provenance=_provenance(ckpt, calib, s, meta))
         if store.write_cell(cell):
             ev.written.append((ckpt.step, name))
 
 
-def _provenance(ckpt: Checkpoint, fingerprint: str, s: ScoreSettings,
+def _provenance(ckpt: Checkpoint, calib: Any, s: ScoreSettings,
                 meta: dict[str, str] | None = None) -> dict[str, str]:
-    return dict(fingerprint=fingerprint, dtype=s.dtype, device=s.device,
+    return dict(fingerprint=calib.fingerprint, calibration_source=calib.source, dtype=s.dtype, device=s.device,
                 revision=ckpt.commit or ckpt.revision or "", source=ckpt.source,
                 package_version=version("redundancy"),
                 **ckpt.flags(), **(meta or {}), scored_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

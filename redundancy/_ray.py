@@ -79,7 +79,7 @@ def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSett
     `events.checkpoint` hears "scoring" as a task is submitted and "scored" as it finishes."""
     ev = events or Events()
     store = CubeStore.open(store_path, settings.calibration())  # a bad store fails here, not in N workers
-    tasks, done = _plan(series, store, tuple(settings.datasets))
+    tasks, done = _plan(series, store, tuple(settings.sets()))
     for c in done:
         ev.checkpoint(c, "done already")
     if not tasks:

@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ._pipeline import DTYPES, Events, ScoreSettings, score_series
-from .calibration import CALIBRATION_SETS
 from .cube import CubeStore, open_cube
 from .errors import RedundancyError, StoreError
 from .sources import open_series
@@ -18,17 +17,22 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_size: int, seed: int,
-                  device: str, dtype: str, layerwise: bool = False) -> ScoreSettings:
+                  device: str, dtype: str, layerwise: bool = False, text_field: str = "text") -> ScoreSettings:
     """Validate CLI options into settings; each bad value gets a one-line error."""
-    for name in datasets:
-        CALIBRATION_SETS.get(name)
+    from .calibration import resolve_set
+
+    datasets = list(dict.fromkeys(datasets))
+    names = [resolve_set(spec, text_field).name for spec in datasets]  # a missing file fails here
+    if len(set(names)) != len(names):
+        raise RedundancyError(f"two calibration sets share the name {max(names, key=names.count)!r}; "
+                              "rename one of the files")
     if dtype not in DTYPES:
         raise RedundancyError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if samples < 1 or seq_len < 2 or batch_size < 1:
         raise RedundancyError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
     check_device(device)
     return ScoreSettings(tuple(dict.fromkeys(datasets)), samples, seq_len, batch_size, seed, device, dtype,
-                         layerwise=layerwise)
+                         layerwise=layerwise, text_field=text_field)
 
 
 def check_device(device: str) -> None:

@@ -54,7 +54,10 @@ def score(series: str = typer.Argument(..., help="builtin:tiny, local:DIR (one c
                                        "suite:tiny-seeds (three seeds of a small builtin:tiny)"),
           out: Path = typer.Option(..., "--out", "-o", help="cube store (zarr folder) to write into"),
           datasets: List[str] = typer.Option(["prose", "code", "math"], "--dataset", "-d",
-                                             help="calibration set; repeat for several"),
+                                             help="calibration set: a name (`redundancy datasets`), a file or "
+                                             "folder (.jsonl .json .parquet .csv .txt), or "
+                                             "hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]; repeat for several"),
+          text_field: str = typer.Option("text", help="the field holding the text in files and hub rows"),
           samples: int = typer.Option(32, help="calibration windows per set"),
           seq_len: int = typer.Option(128, help="tokens per window"),
           batch_size: int = typer.Option(8, help="windows per forward pass"),
@@ -69,7 +72,7 @@ def score(series: str = typer.Argument(..., help="builtin:tiny, local:DIR (one c
     """Score every checkpoint of SERIES on every calibration set; finished cells are skipped."""
     from . import _run
     _run.score_command(series, out, _run.make_settings(datasets, samples, seq_len, batch_size, seed,
-                                                       device, dtype, layerwise),
+                                                       device, dtype, layerwise, text_field),
                        executor=executor, workers=workers)
 
 
@@ -194,7 +197,8 @@ def crawl(repo: Optional[str] = typer.Argument(None, help="hub repo id (or an au
           tokens_per_step: Optional[float] = TPS, every: Optional[str] = EVERY,
           steps: List[int] = STEPS, max_n: Optional[int] = MAXN, token: Optional[str] = TOKEN,
           endpoint: Optional[str] = ENDPOINT, stages: List[str] = STAGE,
-          datasets: List[str] = typer.Option(["c4"], "--dataset", "-d"),
+          datasets: List[str] = typer.Option(["c4"], "--dataset", "-d", help="calibration set, as for score"),
+          text_field: str = typer.Option("text", help="the field holding the text in files and hub rows"),
           samples: int = typer.Option(256), seq_len: int = typer.Option(2048),
           batch_size: int = typer.Option(4), seed: int = typer.Option(0),
           device: str = typer.Option("cpu"), dtype: str = typer.Option("bfloat16"),
@@ -209,7 +213,7 @@ def crawl(repo: Optional[str] = typer.Argument(None, help="hub repo id (or an au
     """Score the selected checkpoints of a hub history (or of every run of a suite) into the cube;
     finished steps are skipped."""
     from . import _run
-    settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype, layerwise)
+    settings = _run.make_settings(datasets, samples, seq_len, batch_size, seed, device, dtype, layerwise, text_field)
     _run.crawl_command(repo, out, settings, _hub_args(preset, pattern, tokens_per_step, every, steps,
                                                       max_n, token, endpoint, stages), cache_dir, keep, tokenizer,
                        executor, workers, suite)
@@ -276,6 +280,21 @@ def table(results: Path = typer.Argument(..., help="a results store (from study 
 
 
 @command()
+def datasets() -> None:
+    """Every registered calibration set: name, source, offline or not, description. Besides these,
+    -d takes a local file or folder, or hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .calibration import CALIBRATION_SETS
+    table = Table("name", "source", "offline", "description", title="calibration sets")
+    for name in CALIBRATION_SETS.names():
+        cs = CALIBRATION_SETS.get(name)
+        table.add_row(name, cs.source, "yes" if cs.offline else "no", cs.description)
+    Console(soft_wrap=True, emoji=False, markup=False).print(table)
+
+
+@command()
 def families() -> None:
     """The family table: model type, residual form, where each module's output joins the residual,
     and whether layer-by-layer scoring supports it."""
@@ -287,7 +306,7 @@ def families() -> None:
     table = Table(*rows[0], title="families (read from config.model_type)")
     for row in rows:
         table.add_row(*row.values())
-    Console(soft_wrap=True).print(table)
+    Console(soft_wrap=True, emoji=False, markup=False).print(table)
 
 
 @command()

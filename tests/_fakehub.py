@@ -153,8 +153,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._list_models(query)
             if parts[:2] == ["api", "models"] and len(parts) >= 4:
                 return self._api(self.hub.repo(*parts[2:4], self.headers), parts[4:], query)
+            if parts[:2] == ["api", "datasets"] and len(parts) >= 4:
+                return self._api(self.hub.repo(*parts[2:4], self.headers, "datasets"), parts[4:], query)
             if len(parts) >= 5 and parts[2] == "resolve":
                 return self._resolve(self.hub.repo(*parts[:2], self.headers), parts[3], "/".join(parts[4:]))
+            if len(parts) >= 6 and parts[0] == "datasets" and parts[3] == "resolve":
+                return self._resolve(self.hub.repo(*parts[1:3], self.headers, "datasets"), parts[4],
+                                     "/".join(parts[5:]))
             raise HubError(404, None, "Sorry, we can't find the page you are looking for.")
         except HubError as e:
             headers = {"X-Error-Code": e.code, "X-Error-Message": str(e), "X-Repo-Commit": e.commit}
@@ -259,18 +264,20 @@ class FakeHub:
         self.drop_after_bytes, self.drops_left = drop_after_bytes, drop_times if drop_after_bytes is not None else 0
         self.requests: list[tuple[str, str]] = []
         self.endpoint = ""
-        self._repos: dict[str, Repo] = {}
+        self._repos: dict[tuple[str, str], Repo] = {}
         self._lock = threading.Lock()
 
-    def repo(self, org: str, name: str, headers) -> Repo:
-        """The repository, read on first use; RepoNotFound / GatedRepo as the hub answers them."""
-        repo_id, folder = f"{org}/{name}", self.root / org / name
+    def repo(self, org: str, name: str, headers, kind: str = "models") -> Repo:
+        """The repository, read on first use; RepoNotFound / GatedRepo as the hub answers them.
+        Dataset repositories live under ROOT/datasets/<org>/<name>/<branch>/."""
+        repo_id = f"{org}/{name}"
+        folder = self.root / org / name if kind == "models" else self.root / "datasets" / org / name
         if not (folder / "main").is_dir():
             raise HubError(404, "RepoNotFound", f"Repository Not Found for url: {repo_id}.")
         with self._lock:
-            if repo_id not in self._repos:
-                self._repos[repo_id] = Repo(repo_id, folder)
-            repo = self._repos[repo_id]
+            if (kind, repo_id) not in self._repos:
+                self._repos[(kind, repo_id)] = Repo(repo_id, folder)
+            repo = self._repos[(kind, repo_id)]
         auth = headers.get("Authorization")
         if repo.gated and (self.token is None or auth != f"Bearer {self.token}"):
             raise HubError(401 if auth is None else 403, "GatedRepo",

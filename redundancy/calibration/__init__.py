@@ -1,4 +1,8 @@
-"""Named calibration sets -> fixed, fingerprinted token tensors (n, seq_len)."""
+"""Calibration sets -> fixed, fingerprinted token tensors (n, seq_len).
+
+A set is named in data/calibration_sets.yaml, or given as a local file or folder, or as
+`hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]` (see _spec.py).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +17,7 @@ from . import _corpora
 from ._hub import hub_documents
 from ._packing import PACKING, POOL_FACTOR, fingerprint, pack
 
-__all__ = ["CalibrationSet", "Calibration", "CALIBRATION_SETS", "calibration_tokens"]
+__all__ = ["CalibrationSet", "Calibration", "CALIBRATION_SETS", "calibration_tokens", "resolve_set"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class CalibrationSet:
     description: str
     documents: Callable[[], Iterator[str]]
     offline: bool
+    source: str = ""  # where the documents come from, in full (stored with every cell)
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Calibration:
     tokens: torch.Tensor  # (n, seq_len) int64
     fingerprint: str
     settings: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
 
 
 CALIBRATION_SETS: Registry[CalibrationSet] = Registry("calibration set")
@@ -46,17 +52,27 @@ def _row_text(fields: list[str]) -> Callable[[dict], str]:
     return text
 
 
+def offline_names() -> list[str]:
+    """The registered sets that need no network."""
+    return sorted(n for n in CALIBRATION_SETS.names() if CALIBRATION_SETS.get(n).offline)
+
+
 def _register_all() -> None:
-    spec = load_yaml("calibration_sets.yaml")
-    builtin = sorted(k for k, v in spec.items() if "builtin" in v)
-    for name, s in spec.items():
+    for name, s in load_yaml("calibration_sets.yaml").items():
         if "builtin" in s:
-            docs = getattr(_corpora, s["builtin"])
+            docs, source = getattr(_corpora, s["builtin"]), f"builtin:{s['builtin']}"
         else:
             hub = s["hub"]
             docs = (lambda hub=hub, s=s: hub_documents(hub["repo"], hub.get("config"), hub["split"],
-                                                       _row_text(s["fields"]), builtin))
-        CALIBRATION_SETS.register(name, CalibrationSet(name, s["description"], docs, "builtin" in s))
+                                                       _row_text(s["fields"]), offline_names()))
+            source = f"hf:{hub['repo']}:{hub.get('config') or ''}:{hub['split']}:{','.join(s['fields'])}"
+        CALIBRATION_SETS.register(name, CalibrationSet(name, s["description"], docs, "builtin" in s, source))
+
+
+def resolve_set(spec: str, text_field: str = "text") -> CalibrationSet:
+    """A registered name, a local file or folder, or hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]."""
+    from ._spec import resolve
+    return resolve(spec, text_field)
 
 
 def _tokenizer_key(tokenizer: Any) -> str:
@@ -68,17 +84,19 @@ def _tokenizer_key(tokenizer: Any) -> str:
 _PACKED: dict[tuple, torch.Tensor] = {}  # checkpoints of a series share a tokenizer: pack once
 
 
-def calibration_tokens(name: str, tokenizer: Any, n: int, seq_len: int, seed: int = 0) -> Calibration:
-    """Pack set `name` with `tokenizer` into n windows of seq_len tokens (see _packing.pack)."""
+def calibration_tokens(spec: str, tokenizer: Any, n: int, seq_len: int, seed: int = 0,
+                       text_field: str = "text") -> Calibration:
+    """Pack set `spec` (a name, a file or folder, or hf:...) with `tokenizer` into n windows of
+    seq_len tokens (see _packing.pack); `text_field` is the field read from files and hub rows."""
     if n < 1 or seq_len < 2:
         raise ValueError(f"need n >= 1 samples and seq_len >= 2 tokens, got n={n}, seq_len={seq_len}")
-    cset = CALIBRATION_SETS.get(name)
-    key = (name, _tokenizer_key(tokenizer), n, seq_len, seed)
+    cset = resolve_set(spec, text_field)
+    key = (cset.source or cset.name, _tokenizer_key(tokenizer), n, seq_len, seed)
     if key not in _PACKED:
-        _PACKED[key] = pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=name)
+        _PACKED[key] = pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=cset.name)
     tokens = _PACKED[key]
     settings = dict(n_samples=n, seq_len=seq_len, seed=seed, pool_factor=POOL_FACTOR, packing=PACKING)
-    return Calibration(name, tokens, fingerprint(tokens), settings)
+    return Calibration(cset.name, tokens, fingerprint(tokens), settings, cset.source)
 
 
 _register_all()

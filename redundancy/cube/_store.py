@@ -116,6 +116,15 @@ class CubeStore:
                                  "Score it into another --out, or rename its folder")
         return out
 
+    def dataset_source(self, name: str) -> str:
+        """The calibration source the store's cells of set `name` were read from ("" if none say)."""
+        for path in sorted((self.path / "cells").glob(f"*/{_key(name)}/step-*")):
+            if (path / "zarr.json").exists():
+                group = zarr.open_group(str(path), mode="r", zarr_format=3)
+                if "calibration_source" in group:
+                    return str(group["calibration_source"][()])
+        return ""
+
     def damage(self, path: Path) -> str:
         """"" for a sound cell, else what is wrong with it (a file missing or of another size)."""
         record = path / COMPLETE
