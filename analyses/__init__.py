@@ -2,7 +2,8 @@
 
 Each takes labelled arrays and a `dim=` and returns labelled arrays (or a Figure).
 """
-from . import dynamics, orders, plots, samples, seeds, stability, strategies
+from . import dynamics, orders, plots, proxy, samples, seeds, stability, strategies
+from .proxy import agreement_over_steps, metric_agreement, proxy_scatter
 from .dynamics import corr_with_step, first_step_with_final_set, study_observation, trend, without_flagged
 from .figures import loss_curve, save, step_flags, step_layer_heatmap
 from .orders import drop_order, drop_sets, joint_order, random_order, reverse_order
@@ -19,7 +20,8 @@ __all__ = [
     "corr_with_step", "first_step_with_final_set", "trend", "study_observation", "without_flagged",
     "step_flags",
     "strategy_agreement", "describe",
+    "metric_agreement", "proxy_scatter", "agreement_over_steps",
     "seed_spread", "seed_rank_agreement", "seeds_agree", "first_step_seeds_agree", "seed_band",
     "step_layer_heatmap", "loss_curve", "save", "heatmaps", "draw_all",
-    "dynamics", "orders", "plots", "samples", "seeds", "stability", "strategies",
+    "dynamics", "orders", "plots", "proxy", "samples", "seeds", "stability", "strategies",
 ]

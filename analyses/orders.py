@@ -16,8 +16,14 @@ def order_kernel(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(np.take_along_axis(np.isnan(scores), idx, axis=-1), -1, out)
 
 
-def drop_order(scores: xr.DataArray, dim: str = "layer") -> xr.DataArray:
-    """Labels of `dim` in the order they are dropped (lowest score first), over a new dim `rank`."""
+def drop_order(scores: xr.DataArray | xr.Dataset, dim: str = "layer", metric: str = "importance",
+               sample_dim: str = "sample") -> xr.DataArray:
+    """Labels of `dim` in the order they are dropped (lowest score first), over a new dim `rank`.
+
+    `scores` is a DataArray, or a Dataset (the cube) from which `metric` is taken, averaged over
+    `sample_dim`: `drop_order(cube, metric="loss_delta")` orders by measured loss."""
+    if isinstance(scores, xr.Dataset):
+        scores = scores[metric].mean(sample_dim) if sample_dim in scores[metric].dims else scores[metric]
     labels = scores[dim].values
     out = xr.apply_ufunc(order_kernel, scores, kwargs=dict(labels=labels), input_core_dims=[[dim]],
                          output_core_dims=[["rank"]], dask="parallelized",

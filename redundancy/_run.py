@@ -17,7 +17,8 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_size: int, seed: int,
-                  device: str, dtype: str, layerwise: bool = False, text_field: str = "text") -> ScoreSettings:
+                  device: str, dtype: str, layerwise: bool = False, text_field: str = "text",
+                  metrics: Sequence[str] = ()) -> ScoreSettings:
     """Validate CLI options into settings; each bad value gets a one-line error."""
     from .calibration import resolve_set
 
@@ -31,8 +32,12 @@ def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_siz
     if samples < 1 or seq_len < 2 or batch_size < 1:
         raise RedundancyError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
     check_device(device)
+    from .scoring import DEFAULT_METRICS, METRICS
+    for m in metrics:
+        METRICS.get(m)  # "did you mean" on a typo
     return ScoreSettings(tuple(dict.fromkeys(datasets)), samples, seq_len, batch_size, seed, device, dtype,
-                         layerwise=layerwise, text_field=text_field)
+                         metrics=tuple(dict.fromkeys(metrics)) or DEFAULT_METRICS, layerwise=layerwise,
+                         text_field=text_field)
 
 
 def check_device(device: str) -> None:
@@ -213,6 +218,7 @@ def demo(out: Path) -> None:
     made += analyses.save(fig, out / "figures" / "loss_curve")
     made += _demo_study(out)
     made += _demo_suite(out)
+    made += _demo_proxy(out)
     console.print(f"cube: {out / 'cube.zarr'}  (open with redundancy.open_cube)")
     console.print(f"suite: {out / 'suite.zarr'}  (3 seeds; notebooks/seeds.ipynb)")
     console.print(f"results: {out / 'study' / 'results.zarr'}  (open with redundancy.open_results)")
@@ -229,6 +235,26 @@ def _demo_study(out: Path) -> list[Path]:
     study_command(Path(final.path), out / "cube.zarr", "prose", out / "study", StudySettings(**DEMO_STUDY),
                   "builtin:tiny", final.step)
     return sorted((out / "study" / "figures").glob("*.p*"))
+
+
+def _demo_proxy(out: Path) -> list[Path]:
+    """Proxy against truth on builtin:tiny: cosine importance, exact ablation (loss_delta, kl) and its
+    first-order estimate at four steps, on prose; the scatter at the final step and the agreement."""
+    import analyses
+    from .sources import Series
+
+    series = open_series("builtin:tiny")
+    steps = series.checkpoints[::3] + ([series.checkpoints[-1]] if len(series.checkpoints) % 3 != 1 else [])
+    settings = ScoreSettings(datasets=("prose",), metrics=("importance", "loss_delta", "kl", "loss_delta_grad"))
+    score_command(Series(series.model, steps), out / "proxy.zarr", settings)
+    cube = open_cube(out / "proxy.zarr").sel(model="builtin:tiny", dataset="prose")
+    final = cube.isel(step=-1)
+    made = analyses.save(analyses.proxy_scatter(final, title=f"builtin:tiny step {int(final.step)}: cosine "
+                                                "importance vs loss increase when dropped, prose"),
+                         out / "figures" / "proxy_vs_truth_builtin-tiny")
+    fig = analyses.agreement_over_steps(cube, [("importance", "loss_delta"), ("loss_delta_grad", "loss_delta")],
+                                        title="builtin:tiny, attention: proxies against the measured loss, prose")
+    return made + analyses.save(fig, out / "figures" / "proxy_agreement_builtin-tiny")
 
 
 def _demo_suite(out: Path) -> list[Path]:
@@ -298,7 +324,7 @@ def drop_command(checkpoint: Path, out: Path, attn: str, mlp: str, block: str, k
     return path
 
 
-def _stored_order(store: Path | None, dataset: str | None, kind: str, strategy: str):
+def _stored_order(store: Path | None, dataset: str | None, kind: str, strategy: str, metric: str = "importance"):
     """The order of the cube's last scored step (one model, one dataset)."""
     import analyses
 
@@ -308,15 +334,17 @@ def _stored_order(store: Path | None, dataset: str | None, kind: str, strategy: 
     if cube.sizes["model"] != 1:
         raise RedundancyError(f"{store} holds several models; score the one you drop into its own store")
     m = analyses.report.final_step(cube, cube["model"].values[0]).sel(dataset=dataset)
+    if metric not in m:
+        raise RedundancyError(f"{store} holds no {metric}; score it with --metric {metric}")
     if kind == "joint":
-        j = analyses.joint_order(m["importance"].mean("sample"))
+        j = analyses.joint_order(m[metric].mean("sample"))
         return [(str(a), int(b)) for a, b in zip(j["module"].values, j["layer"].values) if b >= 0]
     if strategy == "iterative":
         if "drop_order" not in m:
             raise RedundancyError(f"{store} holds no iterative orders: run `redundancy order` first")
         order = m["drop_order"].sel(strategy="iterative", module=kind).values
     else:
-        order = analyses.drop_order(m["importance"].sel(module=kind).mean("sample")).values
+        order = analyses.drop_order(m.sel(module=kind), metric=metric).values
     return [int(x) for x in order if x >= 0]
 
 

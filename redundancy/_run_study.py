@@ -27,14 +27,14 @@ def quantize_command(checkpoint: Path, out: Path, method: str, group_size: int, 
     return path
 
 
-def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: StudySettings, model: str, step: int
-                  ) -> Path:
+def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: StudySettings, model: str, step: int,
+                  order_metric: str = "importance") -> Path:
     """Orders from the cube's last step -> plans -> evaluate, time, quantize -> table and curves."""
     from ._atomic import check_output
     from ._run import check_device
     check_device(s.device)
     check_output(out, [checkpoint, store], overwrite=True)  # an existing --out is the study resuming
-    orders = {kind: _stored_order(store, dataset, kind, "one-shot") for kind in KINDS if s.ks.get(kind)}
+    orders = {kind: _stored_order(store, dataset, kind, "one-shot", order_metric) for kind in KINDS if s.ks.get(kind)}
     results = run_study(checkpoint, orders, out, s, model, step, log=console.print)
     table_command(results, model, step, out / "table")
     curves(results, model, step, dataset, out / "figures" / "accuracy_vs_dropped")

@@ -58,6 +58,9 @@ def score(series: str = typer.Argument(..., help="builtin:tiny, local:DIR (one c
                                              "folder (.jsonl .json .parquet .csv .txt), or "
                                              "hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]; repeat for several"),
           text_field: str = typer.Option("text", help="the field holding the text in files and hub rows"),
+          metrics: List[str] = typer.Option([], "--metric", help="metrics to store (repeat); default: importance, "
+                                            "importance_no_residual, angular_distance, relative_magnitude; "
+                                            "exact ablation: loss_delta, kl"),
           samples: int = typer.Option(32, help="calibration windows per set"),
           seq_len: int = typer.Option(128, help="tokens per window"),
           batch_size: int = typer.Option(8, help="windows per forward pass"),
@@ -72,7 +75,7 @@ def score(series: str = typer.Argument(..., help="builtin:tiny, local:DIR (one c
     """Score every checkpoint of SERIES on every calibration set; finished cells are skipped."""
     from . import _run
     _run.score_command(series, out, _run.make_settings(datasets, samples, seq_len, batch_size, seed,
-                                                       device, dtype, layerwise, text_field),
+                                                       device, dtype, layerwise, text_field, metrics),
                        executor=executor, workers=workers)
 
 
@@ -260,14 +263,16 @@ def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop fr
           new: int = typer.Option(2048), batch: int = typer.Option(1),
           quant: List[str] = typer.Option(["awq", "gptq"], help="4-bit methods for the largest Attn-k"),
           group_size: int = typer.Option(128), device: str = typer.Option("cpu"),
-          model: Optional[str] = typer.Option(None), step: Optional[int] = typer.Option(None)) -> None:
+          model: Optional[str] = typer.Option(None), step: Optional[int] = typer.Option(None),
+          order_metric: str = typer.Option("importance", help="the metric whose order picks the plans, e.g. "
+                                            "loss_delta (scored with --metric loss_delta)")) -> None:
     """Drop Attn-k / MLP-k / Block-k / Joint-k, evaluate, time, quantize; print and save Table 1."""
     from . import _run_study
     from .study import StudySettings
     s = StudySettings(_ks(k), preset or None, tasks, limit, prompt_tokens=prompt, new_tokens=new,
                       speed_batch=batch, quantize=quant, group_size=group_size, device=device)
     _run_study.study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
-                             step if step is not None else _run_study.checkpoint_step(checkpoint))
+                             step if step is not None else _run_study.checkpoint_step(checkpoint), order_metric)
 
 
 @command()

@@ -90,6 +90,8 @@ def test_another_model_under_the_same_name_is_refused(lab):
     (["study", "{ckpt}", "--store", "{cube}", "--dataset", "math", "--k", "attn=99", "--quant", "awq",
       "--out", "{tmp}/s"], "attn order has only 4 entries"),
     (["study", "{ckpt}", "--store", "{cube}", "--k", "attn=-3", "--out", "{tmp}/s"], "at least 1"),
+    (["study", "{ckpt}", "--store", "{cube}", "--dataset", "math", "--order-metric", "loss_delta",
+      "--out", "{tmp}/s"], "holds no loss_delta; score it with --metric loss_delta"),
     (["evaluate", "{ckpt}", "--preset", "", "--task", "hellaswagg"], "did you mean hellaswag"),
 ])
 def test_bad_options(lab, local_series, tmp_path, args, needle):

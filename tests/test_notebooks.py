@@ -12,7 +12,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 def test_there_are_notebooks():
     assert {p.stem for p in NOTEBOOKS} >= {"training_dynamics", "calibration_stability", "one_shot_vs_iterative",
-                                           "seeds"}
+                                           "seeds", "proxy_vs_truth"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -25,6 +25,7 @@ def test_notebook_is_stripped(path):
 def test_notebook_runs(path, demo_dir, monkeypatch):
     monkeypatch.setenv("REDUNDANCY_CUBE", str(demo_dir / "cube.zarr"))
     monkeypatch.setenv("REDUNDANCY_SUITE_CUBE", str(demo_dir / "suite.zarr"))  # seeds.ipynb
+    monkeypatch.setenv("REDUNDANCY_PROXY_CUBE", str(demo_dir / "proxy.zarr"))  # proxy_vs_truth.ipynb
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

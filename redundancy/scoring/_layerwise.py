@@ -33,6 +33,10 @@ def score_layerwise(checkpoint: str | Path, tokens: torch.Tensor, batch_size: in
     windows, (n, T, hidden) in `dtype`, stay on `device`, or on the host with
     `offload_activations` (then one batch at a time travels). `on_layer(l, L)` after each layer.
     """
+    if exact := [m for m in metrics if METRICS.get(m).per_token is None]:
+        raise UnsupportedFamilyError(f"{exact[0]} is an exact ablation: it re-runs the model's later layers and "
+                                     "head for every module, which layer-by-layer mode (one layer at a time) "
+                                     "cannot; score it in full mode")
     device = torch.device(device)
     shards = Shards(checkpoint)
     model = skeleton(shards.config, dtype)

@@ -36,7 +36,7 @@ class TokenStats:
 class Metric:
     name: str
     description: str
-    per_token: Callable[[TokenStats], torch.Tensor]
+    per_token: Callable[[TokenStats], torch.Tensor] | None  # None: an exact-ablation metric (_ablation.py)
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -69,4 +69,12 @@ def _relative_magnitude(s: TokenStats) -> torch.Tensor:
     return torch.sqrt(s.ff / s.yy.clamp_min(EPS * EPS))
 
 
-DEFAULT_METRICS: tuple[str, ...] = tuple(METRICS.names())
+DEFAULT_METRICS: tuple[str, ...] = tuple(METRICS.names())  # the cheap set: one forward pass
+# exact ablation (scoring/_ablation.py): the module dropped, the rest of the model re-run per module
+METRICS.register("loss_delta", Metric("loss_delta", "increase of the mean next-token loss when the module "
+                                      "is dropped (exact ablation)", None))
+METRICS.register("kl", Metric("kl", "mean KL divergence of the next-token distribution from the full "
+                              "model's when the module is dropped (exact ablation)", None))
+# first-order estimate (scoring/_first_order.py): one forward and one backward for every module
+METRICS.register("loss_delta_grad", Metric("loss_delta_grad", "first-order estimate of loss_delta: "
+                                           "-(dL/dY) . f, from one backward pass", None))

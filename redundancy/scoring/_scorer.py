@@ -12,6 +12,8 @@ from ..errors import NonFiniteActivationError
 from ..families import Family, family_for
 from ._hooks import decoder_layers, residual_hooks
 from ._metrics import DEFAULT_METRICS, METRICS, MODULES, TokenStats
+from ._ablation import ABLATION_METRICS, ablate
+from ._first_order import first_order
 from ._selfcheck import check, layer_deviation
 
 
@@ -29,6 +31,7 @@ class Scorer:
         self.family: Family = family_for(model.config)
         self.metrics = [METRICS.get(m) for m in metrics]
         self.metric_names = [m.name for m in self.metrics]
+        self._cheap = [m for m in self.metrics if m.per_token is not None]
         self.n_layers = len(decoder_layers(model, self.family))
         self._gram: torch.Tensor | None = None
 
@@ -51,8 +54,18 @@ class Scorer:
                 self._to_check = False
             stats = stats_from_gram(self._gram, self.family.residual)  # fields (L, B, T, 3)
         self._gram = None
-        out = torch.stack([m.per_token(stats).mean(dim=2) for m in self.metrics], dim=-1)  # (L, B, 3, M)
-        return out.transpose(0, 1)
+        cheap = [m.per_token(stats).mean(dim=2) for m in self._cheap]  # each (L, B, 3)
+        names = {m.name for m in self.metrics}
+        exact = ablate(self.model, self.family, input_ids) if names & set(ABLATION_METRICS) else None
+        grad = first_order(self.model, self.family, input_ids) if "loss_delta_grad" in names else None
+        cols, i = [], 0
+        for m in self.metrics:  # in the order asked: cheap ones from the Gram, the others as named
+            if m.per_token is not None:
+                cols.append(cheap[i].transpose(0, 1))
+                i += 1
+            else:
+                cols.append(grad if m.name == "loss_delta_grad" else exact[..., ABLATION_METRICS.index(m.name)])
+        return torch.stack(cols, dim=-1)  # (B, L, 3, M)
 
     def _on_layer(self, idx: int, sites: dict[str, torch.Tensor]) -> None:
         if self._deviations is not None:
