@@ -119,14 +119,18 @@ def accuracy_vs_dropped(row: xr.Dataset, *, title: str, metric: str = "average",
                         threshold: float = 95.0) -> plt.Figure:
     """Score against number dropped, one line per kind of plan, from the results store's rows of one
     (model, step) (variables `metric`, `kind`, `n_dropped`, `quant` over `plan`). The baseline starts
-    every line at 0; quantized plans are drawn as open markers; the dashed line is `threshold` %."""
+    every line at 0; quantized plans are drawn as open markers; the dashed line is `threshold` %.
+    Where the store holds `{metric}_stderr` (lm-eval's standard errors), each point gets its error bar."""
     base = float(row[metric].sel(plan="baseline"))
+    se = row[f"{metric}_stderr"] if f"{metric}_stderr" in row else None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for kind, label in KIND_LABELS.items():
         sel = row.where((row["kind"] == kind) & (row["quant"] == "none"), drop=True)
         if sel.sizes.get("plan", 0):
             sel = sel.sortby("n_dropped")
-            line, = ax.plot([0, *sel["n_dropped"].values], [base, *sel[metric].values], "o-", label=label)
+            yerr = None if se is None else [float(se.sel(plan="baseline")), *se.sel(plan=sel["plan"]).values]
+            line = ax.errorbar([0, *sel["n_dropped"].values], [base, *sel[metric].values], yerr=yerr, fmt="o-",
+                               capsize=3, label=label).lines[0]
             q = row.where((row["kind"] == kind) & (row["quant"] != "none"), drop=True)
             for plan in q["plan"].values if q.sizes.get("plan", 0) else []:
                 ax.scatter(q["n_dropped"].sel(plan=plan), q[metric].sel(plan=plan), s=90, facecolors="none",
@@ -134,7 +138,7 @@ def accuracy_vs_dropped(row: xr.Dataset, *, title: str, metric: str = "average",
                            edgecolors=line.get_color(), label=f"{plan} (4-bit)")
     ax.axhline(base * threshold / 100, ls="--", c="grey", lw=1, label=f"{threshold:g}% of baseline")
     ax.set_xlabel("modules dropped (k; Block-k: layers)")
-    ax.set_ylabel(f"{metric} accuracy (lm-eval)")
+    ax.set_ylabel(f"{metric} accuracy (lm-eval)" + (", ± standard error" if se is not None else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)

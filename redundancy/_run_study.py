@@ -84,13 +84,15 @@ def _only(ds, dim: str) -> str:
 
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows: scores x100 (one decimal), speedup, gamma, KV cache in MiB."""
-    tasks = [c for c in frame.columns if c not in ("average", "pct_of_baseline", "speedup", "gamma",
+    tasks = [c for c in frame.columns if c not in ("average", "average_stderr", "pct_of_baseline", "speedup", "gamma",
                                                    "kv_cache_bytes", "kind", "n_dropped", "quant", "below")]
     header = ["plan", *tasks, "avg", "% base", "speedup", "gamma", "KV MiB"]
     rows = []
     for plan, r in frame.iterrows():
-        vals = [100 * r[t] for t in tasks] + [100 * r.get("average", math.nan), r.get("pct_of_baseline", math.nan)]
-        rows.append([f"{plan}{' *' if r['below'] else ''}", *(_fmt(v, 1) for v in vals),
+        se = 100 * r.get("average_stderr", math.nan)
+        avg = _fmt(100 * r.get("average", math.nan), 1) + (f" ± {se:.1f}" if math.isfinite(se) else "")
+        vals = [_fmt(100 * r[t], 1) for t in tasks] + [avg, _fmt(r.get("pct_of_baseline", math.nan), 1)]
+        rows.append([f"{plan}{' *' if r['below'] else ''}", *vals,
                      _fmt(r.get("speedup", math.nan), 2), _fmt(r.get("gamma", math.nan), 2),
                      _fmt(r.get("kv_cache_bytes", math.nan) / 2**20, 2)])
     return header, rows

@@ -36,6 +36,13 @@ def _local_config(task: str) -> dict | None:
 def evaluate(model: nn.Module, tokenizer: Any, preset: str | None = "builtin", tasks: list[str] | None = None,
              batch_size: int = 16, limit: int | None = None) -> dict[str, float]:
     """task -> score (the preset's metric, or acc / the first metric for a bare task name)."""
+    return evaluate_with_stderr(model, tokenizer, preset, tasks, batch_size, limit)[0]
+
+
+def evaluate_with_stderr(model: nn.Module, tokenizer: Any, preset: str | None = "builtin",
+                         tasks: list[str] | None = None, batch_size: int = 16,
+                         limit: int | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """(task -> score, task -> lm-eval's standard error of that score; NaN where it reports none)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
@@ -47,7 +54,7 @@ def evaluate(model: nn.Module, tokenizer: Any, preset: str | None = "builtin", t
     by_shots: dict[int, list] = defaultdict(list)
     for task, s in spec.items():
         by_shots[s["shots"]].append(_local_config(task) or task)
-    scores = {}
+    scores, stderrs = {}, {}
     manager = _task_manager(any(isinstance(t, str) for tasks in by_shots.values() for t in tasks))
     _check_known([t for tasks in by_shots.values() for t in tasks if isinstance(t, str)], manager)
     for shots, task_list in by_shots.items():
@@ -55,8 +62,8 @@ def evaluate(model: nn.Module, tokenizer: Any, preset: str | None = "builtin", t
                               task_manager=manager)
         for task, metrics in out["results"].items():
             if task in spec:
-                scores[task] = _pick(metrics, spec[task]["metric"])
-    return scores
+                scores[task], stderrs[task] = _pick(metrics, spec[task]["metric"])
+    return scores, stderrs
 
 
 def _check_known(names: list[str], manager: Any) -> None:
@@ -80,10 +87,10 @@ def _task_manager(defaults: bool):
     return TaskManager(include_defaults=defaults)
 
 
-def _pick(metrics: dict[str, Any], metric: str | None) -> float:
-    """lm-eval keys metrics as 'acc,none'; take the named one, or acc, or the first number."""
-    flat = {k.split(",")[0]: v for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k}
-    for key in (metric, "acc", "exact_match"):
-        if key in flat:
-            return float(flat[key])
-    return float(next(iter(flat.values())))
+def _pick(metrics: dict[str, Any], metric: str | None) -> tuple[float, float]:
+    """lm-eval keys metrics as 'acc,none' and their standard errors as 'acc_stderr,none'; take the
+    named one, or acc, or the first number, with its standard error (NaN if lm-eval gives none)."""
+    numbers = {k.split(",")[0]: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    flat = {k: v for k, v in numbers.items() if "stderr" not in k}
+    key = next((k for k in (metric, "acc", "exact_match") if k in flat), next(iter(flat)))
+    return float(flat[key]), float(numbers.get(f"{key}_stderr", float("nan")))

@@ -4,7 +4,8 @@ Variables: `score` (model, step, plan, task); `tokens_per_s`, `seconds`, `kv_cac
 `peak_memory_bytes` (model, step, plan); what each plan is, over `plan`: `kind` (baseline, attn,
 mlp, block, joint, custom), `n_dropped` (modules dropped), `quant` (none, awq, gptq).
 `open_results` adds `average`, `pct_of_baseline`, `speedup` and `gamma` (the study's SDR), each
-against the plan named "baseline".
+against the plan named "baseline"; where lm-eval gave standard errors (`score_stderr`), also
+`average_stderr`.
 
 Layout: STORE/current -> STORE/v-<id>, a zarr group holding every row. Small, so a write reads it
 whole under an inter-process lock, writes a new version beside it and swaps the `current` link
@@ -34,13 +35,16 @@ KIND_ORDER = ("baseline", "block", "mlp", "attn", "joint", "custom")  # the stud
 
 
 def _row(model: str, step: int, plan: str, scores: dict[str, float] | None, speed: dict[str, Any] | None,
-         meta: dict[str, Any]) -> xr.Dataset:
+         meta: dict[str, Any], stderr: dict[str, float] | None = None) -> xr.Dataset:
     coords = {"model": [model], "step": [step], "plan": [plan]}
     ds = xr.Dataset(coords=coords)
     if scores:
         tasks = sorted(scores)
         ds["score"] = xr.DataArray(np.array([scores[t] for t in tasks], dtype=float)[None, None, None],
                                    dims=(*ROW, "task"), coords={**coords, "task": tasks})
+        if stderr:
+            ds["score_stderr"] = xr.DataArray(np.array([stderr.get(t, np.nan) for t in tasks], dtype=float)
+                                              [None, None, None], dims=(*ROW, "task"), coords={**coords, "task": tasks})
     for var in SPEED_VARS if speed else ():
         ds[var] = (ROW, np.full((1, 1, 1), np.nan if speed.get(var) is None else float(speed[var])))
     for key, value in meta.items():
@@ -50,11 +54,12 @@ def _row(model: str, step: int, plan: str, scores: dict[str, float] | None, spee
 
 def write_results(path: str | Path, model: str, step: int, plan: str, scores: dict[str, float] | None = None,
                   speed: dict[str, Any] | None = None, *, kind: str | None = None, n_dropped: int | None = None,
-                  quant: str = "none") -> xr.Dataset:
-    """Add or update one (model, step, plan) row: given values replace stored ones, others are kept."""
+                  quant: str = "none", stderr: dict[str, float] | None = None) -> xr.Dataset:
+    """Add or update one (model, step, plan) row: given values replace stored ones, others are kept.
+    `stderr`: lm-eval's standard error of each task's score (stored as `score_stderr`)."""
     path = Path(path)
     kind = kind or (BASELINE if plan == BASELINE else "custom")
-    new = _row(model, step, plan, scores, speed, dict(kind=kind, n_dropped=n_dropped or 0, quant=quant))
+    new = _row(model, step, plan, scores, speed, dict(kind=kind, n_dropped=n_dropped or 0, quant=quant), stderr)
     with locked(path):
         current = _current(path)
         if current is not None:
@@ -120,6 +125,8 @@ def open_results(path: str | Path) -> xr.Dataset:
         ds = _objects(xr.open_zarr(str(_current(path)), consolidated=False).load())
     if "score" in ds:
         ds["average"] = ds["score"].mean("task")
+    if "score_stderr" in ds:  # tasks independent: the mean's standard error
+        ds["average_stderr"] = np.sqrt((ds["score_stderr"] ** 2).sum("task", skipna=False)) / ds.sizes["task"]
     if BASELINE not in ds["plan"].values:
         return ds
     base = ds.sel(plan=BASELINE)
@@ -138,7 +145,8 @@ def results_table(ds: xr.Dataset, model: str, step: int, threshold: float = 95.0
     count), task scores, average, % of baseline, speedup, gamma, KV cache, and `below` (under
     `threshold` % of the baseline average)."""
     row = ds.sel(model=model, step=step)
-    cols = [c for c in ("average", "pct_of_baseline", "speedup", "gamma", "kv_cache_bytes") if c in row]
+    cols = [c for c in ("average", "average_stderr", "pct_of_baseline", "speedup", "gamma", "kv_cache_bytes")
+            if c in row]
     frame = row["score"].to_pandas() if "score" in row else pd.DataFrame(index=row["plan"].values)
     for c in cols:
         frame[c] = row[c].to_pandas()

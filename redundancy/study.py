@@ -106,11 +106,12 @@ def _done(results: Path, model: str, step: int, plan: str) -> bool:
 def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings) -> None:
     from transformers import AutoTokenizer
 
-    from .evaluate import evaluate
+    from .evaluate import evaluate_with_stderr
     from .speed import measure_speed
 
     lm = load_any(v.path).to(s.device)
-    scores = evaluate(lm, AutoTokenizer.from_pretrained(v.path), s.preset, s.tasks, s.eval_batch, s.limit)
+    scores, stderr = evaluate_with_stderr(lm, AutoTokenizer.from_pretrained(v.path), s.preset, s.tasks,
+                                          s.eval_batch, s.limit)
     speed = measure_speed(lm, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats)
     write_results(results, model, step, v.name, scores, speed.to_dict(), kind=v.kind, n_dropped=v.n_dropped,
-                  quant=v.quant)
+                  quant=v.quant, stderr=stderr)

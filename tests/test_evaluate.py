@@ -2,7 +2,10 @@
 store holds speed and KV cache, and `redundancy table` prints and saves Table 1."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -77,3 +80,21 @@ def test_table_with_two_models_asks_which(tmp_path):
 def test_table_of_a_missing_store_is_one_line(tmp_path):
     r = CliRunner().invoke(app, ["table", str(tmp_path / "none.zarr")])
     assert r.exit_code == 1 and "is not a results store" in r.output
+
+
+def test_standard_errors_are_kept_and_shown(demo_dir):
+    """lm-eval's acc_stderr of a mean of n 0/1 outcomes is sqrt(p (1 - p) / (n - 1)) (the sample
+    standard deviation over sqrt n); the store keeps it, Table 1 prints it as +-."""
+    row = _row(demo_dir)
+    n = sum(1 for line in (Path(__file__).parent.parent / "data/tasks/builtin_facts.jsonl").open() if line.strip())
+    p = row["score"].sel(task="builtin_facts")
+    want = np.sqrt(p * (1 - p) / (n - 1))
+    np.testing.assert_allclose(row["score_stderr"].sel(task="builtin_facts"), want, rtol=1e-9)
+    np.testing.assert_allclose(row["average_stderr"], want, rtol=1e-9)  # one task: its own error
+    assert "±" in (demo_dir / "study" / "table.md").read_text()
+
+
+def test_average_stderr_by_hand(tmp_path):
+    from redundancy.results import write_results
+    ds = write_results(tmp_path / "r.zarr", "m", 0, "baseline", {"a": 0.5, "b": 0.7}, stderr={"a": 0.03, "b": 0.04})
+    assert float(ds["average_stderr"].sel(model="m", step=0, plan="baseline")) == pytest.approx(0.025)  # sqrt(.0025)/2
