@@ -1,6 +1,7 @@
 """Shared fixtures: a local series of tiny random checkpoints with a locally trained tokenizer."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 from itertools import islice
@@ -23,6 +24,13 @@ def make_tokenizer(vocab_size: int = 300):
 
     docs = list(islice(stdlib_docstrings(), 20)) + list(islice(math_problems(), 50))
     return _train_tokenizer({"all": docs}, vocab_size)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_tokenizer(vocab_size: int = 300):
+    """One trained tokenizer per session, for fixtures that only save it next to many checkpoints
+    (training one per checkpoint costs seconds); tests that use a tokenizer get make_tokenizer's."""
+    return make_tokenizer(vocab_size)
 
 
 def write_series(root: Path, steps: list[int], family: str = "llama", **kw) -> Path:

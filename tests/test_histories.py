@@ -20,19 +20,9 @@ from typer.testing import CliRunner
 import analyses
 from _fakehub import FakeHub
 from _models import tiny_model
-from conftest import make_tokenizer as _make_tokenizer
+from conftest import shared_tokenizer as make_tokenizer
 from redundancy import open_cube
 from redundancy.cli import app
-
-_TOK = []
-
-
-def make_tokenizer():
-    """One trained tokenizer for the module (training one per checkpoint costs seconds)."""
-    if not _TOK:
-        _TOK.append(_make_tokenizer())
-    return _TOK[0]
-
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
 NAMINGS = {  # preset -> (repo, branch names, expected (step, stage) in order)
