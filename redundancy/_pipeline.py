@@ -12,8 +12,7 @@ import torch
 
 from .calibration import calibration_tokens
 from .cube import CubeStore, make_cell
-from .errors import StoreError
-from .errors import CalibrationError
+from .errors import CalibrationError, StoreError
 from .sources._load import check_token_ids, load_tokenizer
 from .scoring import DEFAULT_METRICS, METRICS, Scorer, score_layerwise
 from .sources import Checkpoint, Series
@@ -91,9 +90,10 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
     ev, fetcher = events or Events(), fetcher or Fetcher()
     store.clean_partial()
     check_sources(store, settings)
+    names = list(settings.sets())  # resolved once: a local folder's listing is not redone per step
     todo = []
     for ckpt in series.checkpoints:
-        missing = store.missing(series.model, ckpt.step, list(settings.sets()), ckpt.source, ev.log)
+        missing = store.missing(series.model, ckpt.step, names, ckpt.source, ev.log)
         if missing:
             todo.append((ckpt, missing))
         else:
@@ -123,11 +123,11 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
 def check_sources(store: CubeStore, settings: ScoreSettings) -> None:
     """Refuse a calibration set whose short name the store already holds from another source."""
     from .calibration import resolve_set
-    for name, spec in settings.sets().items():
-        source = resolve_set(spec, settings.text_field).source
-        if (stored := store.dataset_source(name)) and stored != source:
-            raise StoreError(f"{store.path} holds calibration set {name!r} read from {stored}; {spec!r} reads "
-                             f"{source}: another source under the same name. Rename the file or use another --out")
+    for spec in settings.datasets:
+        cset = resolve_set(spec, settings.text_field)
+        if (stored := store.dataset_source(cset.name)) and stored != cset.source:
+            raise StoreError(f"{store.path} holds calibration set {cset.name!r} read from {stored}; {spec!r} reads "
+                             f"{cset.source}: another source under the same name. Rename the file or use another --out")
 
 
 def _original_done(store: CubeStore, model: str, ckpt: Checkpoint, datasets: list[str]) -> bool:

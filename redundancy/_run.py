@@ -59,22 +59,12 @@ def check_device(device: str) -> None:
 def check_command(store_path: Path) -> list[str]:
     """Print each damaged cell of a cube and a summary; returns the damaged cells."""
     store = CubeStore.open(store_path)
-    damaged = []
-    for kind in ("cells", "orders"):
-        for path in store.cell_paths(kind) + _unmarked(store, kind):
-            if what := store.damage(path):
-                damaged.append(f"{path.relative_to(store.path)}: {what}")
+    cells = store.written_cells() + store.written_cells("orders")
+    damaged = [f"{path.relative_to(store.path)}: {what}" for path in cells if (what := store.damage(path))]
     for line in damaged:
         console.print(f"damaged (the next run rescores it): {line}")
-    n = len(store.cell_paths()) + len(store.cell_paths("orders"))
-    console.print(f"{store_path}: {n - len(damaged)} cells sound, {len(damaged)} damaged")
+    console.print(f"{store_path}: {len(cells) - len(damaged)} cells sound, {len(damaged)} damaged")
     return damaged
-
-
-def _unmarked(store: CubeStore, kind: str) -> list[Path]:
-    """Cells whose zarr.json is gone but whose completion record is there (counted as present)."""
-    return sorted(p.parent for p in (store.path / kind).glob("*/*/step-*/.complete.json")
-                  if not (p.parent / "zarr.json").exists())
 
 
 def _bars() -> Progress:

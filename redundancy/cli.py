@@ -60,7 +60,7 @@ def score(series: str = typer.Argument(..., help="builtin:tiny, local:DIR (one c
           text_field: str = typer.Option("text", help="the field holding the text in files and hub rows"),
           metrics: List[str] = typer.Option([], "--metric", help="metrics to store (repeat); default: importance, "
                                             "importance_no_residual, angular_distance, relative_magnitude; "
-                                            "exact ablation: loss_delta, kl"),
+                                            "exact ablation: loss_delta, kl; first-order estimate: loss_delta_grad"),
           samples: int = typer.Option(32, help="calibration windows per set"),
           seq_len: int = typer.Option(128, help="tokens per window"),
           batch_size: int = typer.Option(8, help="windows per forward pass"),
@@ -288,29 +288,29 @@ def table(results: Path = typer.Argument(..., help="a results store (from study 
 def datasets() -> None:
     """Every registered calibration set: name, source, offline or not, description. Besides these,
     -d takes a local file or folder, or hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]."""
-    from rich.console import Console
-    from rich.table import Table
-
     from .calibration import CALIBRATION_SETS
-    table = Table("name", "source", "offline", "description", title="calibration sets")
-    for name in CALIBRATION_SETS.names():
-        cs = CALIBRATION_SETS.get(name)
-        table.add_row(name, cs.source, "yes" if cs.offline else "no", cs.description)
-    Console(soft_wrap=True, emoji=False, markup=False).print(table)
+    sets = [CALIBRATION_SETS.get(name) for name in CALIBRATION_SETS.names()]
+    _print_table("calibration sets", ["name", "source", "offline", "description"],
+                 [[cs.name, cs.source, "yes" if cs.offline else "no", cs.description] for cs in sets])
 
 
 @command()
 def families() -> None:
     """The family table: model type, residual form, where each module's output joins the residual,
     and whether layer-by-layer scoring supports it."""
+    from .families import table_rows
+    rows = table_rows()
+    _print_table("families (read from config.model_type)", list(rows[0]), [list(r.values()) for r in rows])
+
+
+def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A table on stdout, its cells printed as written (no rich markup or :emoji: codes)."""
     from rich.console import Console
     from rich.table import Table
 
-    from .families import table_rows
-    rows = table_rows()
-    table = Table(*rows[0], title="families (read from config.model_type)")
+    table = Table(*header, title=title)
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*row)
     Console(soft_wrap=True, emoji=False, markup=False).print(table)
 
 

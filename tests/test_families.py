@@ -20,36 +20,33 @@ METRICS = ["importance", "importance_no_residual", "angular_distance", "relative
 
 def _layer_parts(name: str, layer, h, a_raw):
     """(X, Y, f, u) for block, attn and mlp of one layer, written out per residual form."""
+    if name == "gpt_neox" or name.startswith("falcon"):  # parallel: o = h + attn(norm(h)) + mlp(norm'(h))
+        if name == "gpt_neox":
+            ua, um = layer.input_layernorm(h), layer.post_attention_layernorm(h)
+        else:  # FalconDecoderLayer: one shared norm (Falcon-7B) or a norm each (Falcon-40B)
+            ua = layer.ln_attn(h) if name == "falcon_new" else layer.input_layernorm(h)
+            um = layer.ln_mlp(h) if name == "falcon_new" else ua
+        a, m = a_raw, layer.mlp(um)
+        o = h + a + m
+        return o, {"block": (h, o, o - h, h), "attn": (h, h + a, a, ua), "mlp": (h, h + m, m, um)}
     if name == "gpt2":  # transformers/models/gpt2/modeling_gpt2.py GPT2Block.forward
         ua, a = layer.ln_1(h), a_raw
         mid = h + a
         um = layer.ln_2(mid)
         m = layer.mlp(um)
-        o = mid + m
-        return o, {"block": (h, o, o - h, h), "attn": (h, mid, a, ua), "mlp": (mid, o, m, um)}
-    if name == "granite":  # GraniteDecoderLayer.forward: residual + output * residual_multiplier
+    elif name == "granite":  # GraniteDecoderLayer.forward: residual + output * residual_multiplier
         r = layer.residual_multiplier
         ua, a = layer.input_layernorm(h), a_raw * r
         mid = h + a
         um = layer.post_attention_layernorm(mid)
         m = layer.mlp(um) * r
-        o = mid + m
-        return o, {"block": (h, o, o - h, h), "attn": (h, mid, a, ua), "mlp": (mid, o, m, um)}
-    if name == "bloom":  # BloomBlock: attention and MLP return residual + their output
+    elif name == "bloom":  # BloomBlock: attention and MLP return residual + their output
         ua = layer.input_layernorm(h)
         a = a_raw - h  # the attention module's output minus the residual it was given
         mid = h + a
         um = layer.post_attention_layernorm(mid)
         m = layer.mlp(um, torch.zeros_like(mid))  # BloomMLP(x, residual) with a zero residual: m alone
-        o = mid + m
-        return o, {"block": (h, o, o - h, h), "attn": (h, mid, a, ua), "mlp": (mid, o, m, um)}
-    if name.startswith("falcon"):  # FalconDecoderLayer, parallel: o = h + attn(norm(h)) + mlp(norm'(h))
-        ua = layer.ln_attn(h) if name == "falcon_new" else layer.input_layernorm(h)
-        um = layer.ln_mlp(h) if name == "falcon_new" else ua
-        a, m = a_raw, layer.mlp(um)
-        o = h + a + m
-        return o, {"block": (h, o, o - h, h), "attn": (h, h + a, a, ua), "mlp": (h, h + m, m, um)}
-    if name in ("gemma2", "gemma3_text"):
+    elif name in ("gemma2", "gemma3_text"):
         ua, a = layer.input_layernorm(h), layer.post_attention_layernorm(a_raw)
         mid = h + a
         um = layer.pre_feedforward_layernorm(mid)
@@ -58,11 +55,6 @@ def _layer_parts(name: str, layer, h, a_raw):
         ua, a = h, layer.post_attention_layernorm(a_raw)
         mid = um = h + a
         m = layer.post_feedforward_layernorm(layer.mlp(mid))
-    elif name == "gpt_neox":
-        ua, a, um = layer.input_layernorm(h), a_raw, layer.post_attention_layernorm(h)
-        m = layer.mlp(um)
-        o = h + a + m
-        return o, {"block": (h, o, o - h, h), "attn": (h, h + a, a, ua), "mlp": (h, h + m, m, um)}
     else:  # sequential pre-norm
         ua, a = layer.input_layernorm(h), a_raw
         mid = h + a
@@ -83,7 +75,6 @@ def _metrics(x, y, f, u) -> list[float]:
 
 
 def _reference(name: str, model, ids) -> np.ndarray:
-    fam = family_for(model.config)
     layers = model.base_model.h if hasattr(model.base_model, "h") else model.base_model.layers
     attn_attr = {"gpt2": "attn", "bloom": "self_attention", "falcon": "self_attention",
                  "falcon_new": "self_attention"}.get(name, "attention" if name.startswith("gpt_neox") else "self_attn")
@@ -102,10 +93,9 @@ def _reference(name: str, model, ids) -> np.ndarray:
     for hk in hooks:
         hk.remove()
     out = np.zeros((ids.shape[0], len(layers), 3, len(METRICS)))
-    ref_name = "gpt_neox" if fam.residual == "parallel" and not name.startswith("falcon") else name
     with torch.no_grad():
         for i, layer in enumerate(layers):
-            o, parts = _layer_parts(ref_name, layer, seen[("h", i)], seen[("a", i)])
+            o, parts = _layer_parts(name, layer, seen[("h", i)], seen[("a", i)])
             torch.testing.assert_close(o, seen[("o", i)], atol=1e-4, rtol=1e-4)  # formula is right
             for b in range(ids.shape[0]):
                 for j, mod in enumerate(MODULES):

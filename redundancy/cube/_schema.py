@@ -11,9 +11,9 @@ from ..scoring import MODULES
 
 DIMS = ("model", "step", "layer", "module", "dataset", "sample")
 # per-cell provenance, stored as labelled variables over (model, step, dataset)
-PROVENANCE = ("fingerprint", "calibration_source", "dtype", "device", "revision", "source", "scored_at", "package_version", "duplicate_of",
-              "partial_duplicate_of", "identical_to_final", "config_drift", "tokenizer_from", "stage",
-              "suite", "seed", "seed_kind")
+PROVENANCE = ("fingerprint", "calibration_source", "dtype", "device", "revision", "source", "scored_at",
+              "package_version", "duplicate_of", "partial_duplicate_of", "identical_to_final", "config_drift",
+              "tokenizer_from", "stage", "suite", "seed", "seed_kind")
 # calibration settings that must agree for every cell of one cube
 SETTINGS_KEYS = ("n_samples", "seq_len", "seed", "pool_factor", "packing")
 

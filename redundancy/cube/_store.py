@@ -110,7 +110,7 @@ class CubeStore:
                 log(f"{model} step {step} {d}: damaged cell ({what}); rescoring it")
                 self.discard(path)
                 out.append(d)
-            elif source and (stored := _stored_source(path)) and stored != source:
+            elif source and (stored := _stored(path, "source")) and stored != source:
                 raise StoreError(f"{self.path} holds {model} step {step} scored from other weights ({stored}; "
                                  f"this checkpoint's are {source}): another model under the same name. "
                                  "Score it into another --out, or rename its folder")
@@ -119,10 +119,8 @@ class CubeStore:
     def dataset_source(self, name: str) -> str:
         """The calibration source the store's cells of set `name` were read from ("" if none say)."""
         for path in sorted((self.path / "cells").glob(f"*/{_key(name)}/step-*")):
-            if (path / "zarr.json").exists():
-                group = zarr.open_group(str(path), mode="r", zarr_format=3)
-                if "calibration_source" in group:
-                    return str(group["calibration_source"][()])
+            if (path / "zarr.json").exists() and (stored := _stored(path, "calibration_source")):
+                return stored
         return ""
 
     def damage(self, path: Path) -> str:
@@ -165,6 +163,12 @@ class CubeStore:
     def cell_paths(self, kind: str = "cells") -> list[Path]:
         return sorted(p.parent for p in (self.path / kind).glob("*/*/step-*/zarr.json"))
 
+    def written_cells(self, kind: str = "cells") -> list[Path]:
+        """Every cell that was written whole: cell_paths, and those whose zarr.json was lost since
+        (their completion record says they were written; `damage` names what is gone)."""
+        marked = {p.parent for p in (self.path / kind).glob(f"*/*/step-*/{COMPLETE}")}
+        return sorted(marked | set(self.cell_paths(kind)))
+
     def clean_partial(self) -> int:
         """Remove this host's temporary cells left by processes that no longer run."""
         before = self._partials()
@@ -178,10 +182,11 @@ class CubeStore:
         return sum(1 for kind in ("cells", "orders") for _ in (self.path / kind).glob("*/*/.step-*.tmp-*"))
 
 
-def _stored_source(path: Path) -> str:
-    """The `source` a cell records ("" for cells written before it was recorded)."""
+def _stored(path: Path, name: str) -> str:
+    """A scalar string a cell records (`source`, `calibration_source`); "" for cells written before
+    it was recorded."""
     group = zarr.open_group(str(path), mode="r", zarr_format=3)
-    return str(group["source"][()]) if "source" in group else ""
+    return str(group[name][()]) if name in group else ""
 
 
 def _legacy_readable(path: Path) -> bool:

@@ -32,6 +32,8 @@ class Scorer:
         self.metrics = [METRICS.get(m) for m in metrics]
         self.metric_names = [m.name for m in self.metrics]
         self._cheap = [m for m in self.metrics if m.per_token is not None]
+        self._exact = any(m in ABLATION_METRICS for m in self.metric_names)
+        self._grad = "loss_delta_grad" in self.metric_names
         self.n_layers = len(decoder_layers(model, self.family))
         self._gram: torch.Tensor | None = None
 
@@ -55,9 +57,8 @@ class Scorer:
             stats = stats_from_gram(self._gram, self.family.residual)  # fields (L, B, T, 3)
         self._gram = None
         cheap = [m.per_token(stats).mean(dim=2) for m in self._cheap]  # each (L, B, 3)
-        names = {m.name for m in self.metrics}
-        exact = ablate(self.model, self.family, input_ids) if names & set(ABLATION_METRICS) else None
-        grad = first_order(self.model, self.family, input_ids) if "loss_delta_grad" in names else None
+        exact = ablate(self.model, self.family, input_ids) if self._exact else None
+        grad = first_order(self.model, self.family, input_ids) if self._grad else None
         cols, i = [], 0
         for m in self.metrics:  # in the order asked: cheap ones from the Gram, the others as named
             if m.per_token is not None:
