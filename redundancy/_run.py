@@ -182,7 +182,7 @@ def order_command(series_spec: str, store_path: Path, settings_args: dict, steps
 # The study chain on builtin:tiny's final step: a few k per kind; prompt + new tokens fit its
 # 256-token context (the study times 2048 + 2048).
 DEMO_STUDY = dict(ks={"attn": [2, 4, 6], "mlp": [2, 4], "block": [2, 4], "joint": [4]}, prompt_tokens=128,
-                  new_tokens=64, speed_batch=4, repeats=5, quant_samples=32, n_grid=10)
+                  new_tokens=64, speed_batch=4, repeats=5, quant_samples=32, n_grid=10, ppl_samples=32)
 
 
 def demo(out: Path) -> None:
@@ -345,7 +345,7 @@ def evaluate_command(checkpoint: Path, preset: str | None, tasks: list[str], out
     """lm-eval on a (dropped or not) checkpoint; scores printed and, with --out, stored."""
     from ._run_study import checkpoint_step
     from .drop import load_any
-    from .evaluate import evaluate
+    from .evaluate import evaluate_with_stderr
     from .results import write_results
     from .sources._load import load_tokenizer
 
@@ -353,11 +353,11 @@ def evaluate_command(checkpoint: Path, preset: str | None, tasks: list[str], out
     if batch_size < 1 or (limit is not None and limit < 1):
         raise RedundancyError("--batch-size and --limit must be at least 1")
     model = load_any(checkpoint).to(device)
-    scores = evaluate(model, load_tokenizer(checkpoint), preset, tasks, batch_size, limit)
+    scores, stderr = evaluate_with_stderr(model, load_tokenizer(checkpoint), preset, tasks, batch_size, limit)
     for task, value in scores.items():
-        console.print(f"{task:<24} {value:.4f}")
+        console.print(f"{task:<24} {value:.4f} ± {stderr[task]:.4f}")
     if out is not None:
         step = step if step is not None else checkpoint_step(checkpoint)
-        res = write_results(out, model_name or checkpoint.resolve().name, step, plan, scores)
+        res = write_results(out, model_name or checkpoint.resolve().name, step, plan, scores, stderr=stderr)
         console.print(f"average {float(res['average'].sel(plan=plan).max()):.4f}; stored in {out}")
     return scores

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ._run import _stored_order, console
 from .errors import RedundancyError
-from .results import open_results, results_table
+from .results import BASELINE, open_results, results_table
 from .study import StudySettings, run_study
 
 KINDS = ("attn", "mlp", "block", "joint")
@@ -35,10 +35,26 @@ def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: Stu
     check_device(s.device)
     check_output(out, [checkpoint, store], overwrite=True)  # an existing --out is the study resuming
     orders = {kind: _stored_order(store, dataset, kind, "one-shot", order_metric) for kind in KINDS if s.ks.get(kind)}
+    if s.ppl_samples > 0 and not s.ppl_sets:
+        s = _heldout_from_cube(s, store)
     results = run_study(checkpoint, orders, out, s, model, step, log=console.print)
     table_command(results, model, step, out / "table")
     curves(results, model, step, dataset, out / "figures" / "accuracy_vs_dropped")
     return results
+
+
+def _heldout_from_cube(s: StudySettings, store: Path) -> StudySettings:
+    """Perplexity on every calibration set of the cube, after the windows its scoring could draw."""
+    from dataclasses import replace
+
+    from .calibration._spec import spec_of
+    from .cube import CubeStore, open_cube
+
+    cube = CubeStore(store)
+    settings = cube.settings()
+    labels = [str(d) for d in open_cube(store)["dataset"].values]
+    return replace(s, ppl_sets={d: spec_of(d, cube.dataset_source(d)) for d in labels},
+                   scored=(settings["n_samples"], settings["seq_len"]))
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -82,20 +98,34 @@ def _only(ds, dim: str) -> str:
     return values[0]
 
 
+_NOT_TASKS = ("average", "average_stderr", "pct_of_baseline", "speedup", "speedup_low", "speedup_high",
+              "speedup_noise", "gamma", "kv_cache_bytes", "kind", "n_dropped", "quant", "below")
+
+
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows: scores x100 (one decimal), speedup, gamma, KV cache in MiB."""
-    tasks = [c for c in frame.columns if c not in ("average", "average_stderr", "pct_of_baseline", "speedup", "gamma",
-                                                   "kv_cache_bytes", "kind", "n_dropped", "quant", "below")]
-    header = ["plan", *tasks, "avg", "% base", "speedup", "gamma", "KV MiB"]
+    """Header and formatted rows: scores x100 (one decimal), average ± its standard error, held-out
+    perplexity, speedup with its range ("noise" where the range covers 1.0), gamma, KV cache in MiB."""
+    ppl = [c for c in frame.columns if c.startswith("ppl ")]
+    tasks = [c for c in frame.columns if c not in _NOT_TASKS and c not in ppl]
+    header = ["plan", *tasks, "avg", "% base", *ppl, "speedup", "gamma", "KV MiB"]
     rows = []
     for plan, r in frame.iterrows():
         se = 100 * r.get("average_stderr", math.nan)
         avg = _fmt(100 * r.get("average", math.nan), 1) + (f" ± {se:.1f}" if math.isfinite(se) else "")
         vals = [_fmt(100 * r[t], 1) for t in tasks] + [avg, _fmt(r.get("pct_of_baseline", math.nan), 1)]
-        rows.append([f"{plan}{' *' if r['below'] else ''}", *vals,
-                     _fmt(r.get("speedup", math.nan), 2), _fmt(r.get("gamma", math.nan), 2),
+        rows.append([f"{plan}{' *' if r['below'] else ''}", *vals, *[_fmt(r[c], 2) for c in ppl],
+                     _speedup(r, plan), _fmt(r.get("gamma", math.nan), 2),
                      _fmt(r.get("kv_cache_bytes", math.nan) / 2**20, 2)])
     return header, rows
+
+
+def _speedup(r: pd.Series, plan: str) -> str:
+    """"1.21 (1.15-1.27)"; "noise (0.95-1.08)" where the repeats' range covers 1.0."""
+    value, low, high = (r.get(k, math.nan) for k in ("speedup", "speedup_low", "speedup_high"))
+    if plan == BASELINE or not (isinstance(low, float) and math.isfinite(low)):
+        return _fmt(value, 2)
+    spread = f"({low:.2f}-{high:.2f})"
+    return f"noise {spread}" if r.get("speedup_noise") else f"{value:.2f} {spread}"
 
 
 def _fmt(v: float, digits: int) -> str:

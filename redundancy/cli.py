@@ -265,12 +265,19 @@ def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop fr
           group_size: int = typer.Option(128), device: str = typer.Option("cpu"),
           model: Optional[str] = typer.Option(None), step: Optional[int] = typer.Option(None),
           order_metric: str = typer.Option("importance", help="the metric whose order picks the plans, e.g. "
-                                            "loss_delta (scored with --metric loss_delta)")) -> None:
+                                            "loss_delta (scored with --metric loss_delta)"),
+          repeats: int = typer.Option(5, help="timed generations per model (their spread decides noise)"),
+          ppl_samples: int = typer.Option(64, help="held-out windows per calibration set of the cube for "
+                                          "perplexity (0: none)"),
+          ppl_seq_len: Optional[int] = typer.Option(None, help="their length (default: the cube's seq_len)")) -> None:
     """Drop Attn-k / MLP-k / Block-k / Joint-k, evaluate, time, quantize; print and save Table 1."""
     from . import _run_study
     from .study import StudySettings
+    if repeats < 2 or ppl_samples < 0:
+        raise RedundancyError("--repeats must be at least 2 (a spread needs two timings), --ppl-samples at least 0")
     s = StudySettings(_ks(k), preset or None, tasks, limit, prompt_tokens=prompt, new_tokens=new,
-                      speed_batch=batch, quantize=quant, group_size=group_size, device=device)
+                      speed_batch=batch, repeats=repeats, quantize=quant, group_size=group_size, device=device,
+                      ppl_samples=ppl_samples, ppl_seq_len=ppl_seq_len)
     _run_study.study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
                              step if step is not None else _run_study.checkpoint_step(checkpoint), order_metric)
 

@@ -1,11 +1,14 @@
 """The results store: evaluation scores and generation speed per (model, step, plan).
 
-Variables: `score` (model, step, plan, task); `tokens_per_s`, `seconds`, `kv_cache_bytes`,
-`peak_memory_bytes` (model, step, plan); what each plan is, over `plan`: `kind` (baseline, attn,
-mlp, block, joint, custom), `n_dropped` (modules dropped), `quant` (none, awq, gptq).
-`open_results` adds `average`, `pct_of_baseline`, `speedup` and `gamma` (the study's SDR), each
-against the plan named "baseline"; where lm-eval gave standard errors (`score_stderr`), also
-`average_stderr`.
+Variables: `score` and `score_stderr` (model, step, plan, task); `perplexity` on held-out windows
+(model, step, plan, dataset); `tokens_per_s`, `seconds` (median), `kv_cache_bytes`,
+`peak_memory_bytes` (model, step, plan) and `seconds_each` (model, step, plan, repeat); what each
+plan is, over `plan`: `kind` (baseline, attn, mlp, block, joint, custom), `n_dropped` (modules
+dropped), `quant` (none, awq, gptq).
+`open_results` adds `average` (and `average_stderr`), `pct_of_baseline`, `speedup` with the range
+its repeats allow (`speedup_low`, `speedup_high`; `speedup_noise` where that range covers 1.0) and
+`gamma` (the study's SDR, undefined where nothing is gained or the speedup is noise), each against
+the plan named "baseline".
 
 Layout: STORE/current -> STORE/v-<id>, a zarr group holding every row. Small, so a write reads it
 whole under an inter-process lock, writes a new version beside it and swaps the `current` link
@@ -34,19 +37,28 @@ ROW = ("model", "step", "plan")
 KIND_ORDER = ("baseline", "block", "mlp", "attn", "joint", "custom")  # the study's Table 1 order
 
 
+def _per(coords: dict, dim: str, values: dict[Any, float], keys: list | None = None) -> xr.DataArray:
+    """One row's values over a further dimension `dim` (task, dataset, repeat), NaN where absent."""
+    keys = keys if keys is not None else sorted(values)
+    data = np.array([values.get(k, np.nan) for k in keys], dtype=float)[None, None, None]
+    return xr.DataArray(data, dims=(*ROW, dim), coords={**coords, dim: keys})
+
+
 def _row(model: str, step: int, plan: str, scores: dict[str, float] | None, speed: dict[str, Any] | None,
-         meta: dict[str, Any], stderr: dict[str, float] | None = None) -> xr.Dataset:
+         meta: dict[str, Any], stderr: dict[str, float] | None = None,
+         perplexity: dict[str, float] | None = None) -> xr.Dataset:
     coords = {"model": [model], "step": [step], "plan": [plan]}
     ds = xr.Dataset(coords=coords)
     if scores:
-        tasks = sorted(scores)
-        ds["score"] = xr.DataArray(np.array([scores[t] for t in tasks], dtype=float)[None, None, None],
-                                   dims=(*ROW, "task"), coords={**coords, "task": tasks})
+        ds["score"] = _per(coords, "task", scores)
         if stderr:
-            ds["score_stderr"] = xr.DataArray(np.array([stderr.get(t, np.nan) for t in tasks], dtype=float)
-                                              [None, None, None], dims=(*ROW, "task"), coords={**coords, "task": tasks})
+            ds["score_stderr"] = _per(coords, "task", stderr, sorted(scores))
+    if perplexity:
+        ds["perplexity"] = _per(coords, "dataset", perplexity)
     for var in SPEED_VARS if speed else ():
         ds[var] = (ROW, np.full((1, 1, 1), np.nan if speed.get(var) is None else float(speed[var])))
+    if speed and speed.get("seconds_each"):
+        ds["seconds_each"] = _per(coords, "repeat", dict(enumerate(speed["seconds_each"])))
     for key, value in meta.items():
         ds[key] = ("plan", np.array([value], dtype=object if isinstance(value, str) else int))
     return ds
@@ -54,12 +66,15 @@ def _row(model: str, step: int, plan: str, scores: dict[str, float] | None, spee
 
 def write_results(path: str | Path, model: str, step: int, plan: str, scores: dict[str, float] | None = None,
                   speed: dict[str, Any] | None = None, *, kind: str | None = None, n_dropped: int | None = None,
-                  quant: str = "none", stderr: dict[str, float] | None = None) -> xr.Dataset:
+                  quant: str = "none", stderr: dict[str, float] | None = None,
+                  perplexity: dict[str, float] | None = None) -> xr.Dataset:
     """Add or update one (model, step, plan) row: given values replace stored ones, others are kept.
-    `stderr`: lm-eval's standard error of each task's score (stored as `score_stderr`)."""
+    `stderr`: lm-eval's standard error of each task's score (stored as `score_stderr`);
+    `perplexity`: calibration set -> perplexity on its held-out windows."""
     path = Path(path)
     kind = kind or (BASELINE if plan == BASELINE else "custom")
-    new = _row(model, step, plan, scores, speed, dict(kind=kind, n_dropped=n_dropped or 0, quant=quant), stderr)
+    new = _row(model, step, plan, scores, speed, dict(kind=kind, n_dropped=n_dropped or 0, quant=quant), stderr,
+               perplexity)
     with locked(path):
         current = _current(path)
         if current is not None:
@@ -134,26 +149,36 @@ def open_results(path: str | Path) -> xr.Dataset:
         ds["pct_of_baseline"] = 100 * ds["average"] / base["average"]
     if "tokens_per_s" in ds:
         ds["speedup"] = ds["tokens_per_s"] / base["tokens_per_s"]
+    if "seconds_each" in ds:  # the range speedup_range gives: slowest against fastest, both ways
+        each = ds["seconds_each"]
+        ds["speedup_low"] = base["seconds_each"].min("repeat") / each.max("repeat")
+        ds["speedup_high"] = base["seconds_each"].max("repeat") / each.min("repeat")
+        ds["speedup_noise"] = (ds["speedup_low"] <= 1) & (ds["speedup_high"] >= 1)
     if "average" in ds and "speedup" in ds:
         gain = 100 * (ds["speedup"] - 1)  # gamma = (average drop %) / (speedup %): the study's SDR
-        ds["gamma"] = (100 - ds["pct_of_baseline"]) / gain.where(gain > 0)
+        noise = ds["speedup_noise"] if "speedup_noise" in ds else xr.zeros_like(gain, dtype=bool)
+        real = (gain > 0) & ~noise
+        ds["gamma"] = (100 - ds["pct_of_baseline"]) / gain.where(real)
     return ds
 
 
 def results_table(ds: xr.Dataset, model: str, step: int, threshold: float = 95.0) -> pd.DataFrame:
     """The study's Table 1 for one (model, step): one row per plan (baseline first, then by kind and
-    count), task scores, average, % of baseline, speedup, gamma, KV cache, and `below` (under
-    `threshold` % of the baseline average)."""
+    count), task scores, held-out perplexity per set ("ppl SET"), average, % of baseline, speedup
+    with its range, gamma, KV cache, and `below` (under `threshold` % of the baseline average)."""
     row = ds.sel(model=model, step=step)
-    cols = [c for c in ("average", "average_stderr", "pct_of_baseline", "speedup", "gamma", "kv_cache_bytes")
-            if c in row]
+    cols = [c for c in ("average", "average_stderr", "pct_of_baseline", "speedup", "speedup_low", "speedup_high",
+                        "speedup_noise", "gamma", "kv_cache_bytes") if c in row]
     frame = row["score"].to_pandas() if "score" in row else pd.DataFrame(index=row["plan"].values)
+    if "perplexity" in row:  # one column per calibration set: "ppl prose"
+        frame = frame.join(row["perplexity"].to_pandas().rename(columns=lambda d: f"ppl {d}"))
     for c in cols:
         frame[c] = row[c].to_pandas()
     for c in ("kind", "n_dropped", "quant"):
         frame[c] = row[c].to_pandas()
     frame["below"] = frame.get("pct_of_baseline", pd.Series(100.0, index=frame.index)) < threshold
-    frame = frame.dropna(how="all", subset=[c for c in frame.columns if c not in ("kind", "n_dropped", "quant", "below")])
+    frame = frame.dropna(how="all", subset=[c for c in frame.columns
+                                            if c not in ("kind", "n_dropped", "quant", "below", "speedup_noise")])
     frame["n_dropped"] = frame["n_dropped"].astype(int)
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
     keys = frame.assign(_b=frame.index != BASELINE, _k=frame["kind"].map(lambda k: rank.get(k, len(rank))),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ class SpeedResult:
     tokens_per_s: float
     kv_cache_bytes: int  # the cache after generation (prompt + new - 1 positions)
     peak_memory_bytes: int | None  # device peak during generation; None on CPU
+    seconds_each: tuple[float, ...] = ()  # every repeat, for the spread of a speedup
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,11 +65,21 @@ def measure_speed(model: nn.Module, prompt_tokens: int = 2048, new_tokens: int =
     secs = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return SpeedResult(prompt_tokens, new_tokens, batch, secs, batch * (prompt_tokens + new_tokens) / secs,
-                       kv_cache_bytes(out.past_key_values), peak)
+                       kv_cache_bytes(out.past_key_values), peak, tuple(times))
 
 
-def sdr(baseline_avg: float, dropped_avg: float, speedup: float) -> float:
-    """Speedup degradation ratio gamma = (average drop in %) / (speedup in %); lower is better."""
+def speedup_range(base_seconds: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
+    """(lowest, highest) speedup the repeats allow: the slowest run against the baseline's fastest,
+    and the fastest against its slowest. A range covering 1.0 is noise, not a speedup."""
+    return min(base_seconds) / max(seconds), max(base_seconds) / min(seconds)
+
+
+def sdr(baseline_avg: float, dropped_avg: float, speedup: float,
+        spread: tuple[float, float] | None = None) -> float:
+    """Speedup degradation ratio gamma = (average drop in %) / (speedup in %); lower is better.
+    NaN where nothing is gained, or where `spread` (speedup_range) covers 1.0."""
     drop_pct = 100.0 * (baseline_avg - dropped_avg) / baseline_avg
     gain_pct = 100.0 * (speedup - 1.0)
-    return float("inf") if gain_pct <= 0 else drop_pct / gain_pct
+    if gain_pct <= 0 or (spread is not None and spread[0] <= 1.0 <= spread[1]):
+        return float("nan")
+    return drop_pct / gain_pct

@@ -26,13 +26,19 @@ class StudySettings:
     prompt_tokens: int = 2048  # the study's 2048 + 2048; the demo uses less (tiny context)
     new_tokens: int = 2048
     speed_batch: int = 1
-    repeats: int = 3
+    repeats: int = 5  # timed generations; their spread tells a speedup from noise
     quantize: Sequence[str] = ("awq", "gptq")
     quantize_plans: Sequence[str] = ()  # plan names; default: the largest attention drop
     group_size: int = 128
     quant_samples: int = 64  # calibration windows for AWQ / GPTQ
     n_grid: int = 20  # AWQ's scale grid per mapping
     device: str = "cpu"
+    # held-out perplexity: label -> (set spec, text field), on windows after the scoring pool of
+    # `scored` = (n_samples, seq_len); study_command fills these from the cube
+    ppl_sets: dict[str, tuple[str, str]] = field(default_factory=dict)
+    ppl_samples: int = 64
+    ppl_seq_len: int | None = None  # default: the scoring seq_len
+    scored: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
             variants.append(Variant(f"{v.name}+{method}", path, v.kind, v.n_dropped, method))
     for i, v in enumerate(variants):
         log(f"[{i + 1}/{len(variants)}] evaluate and time {v.name}")
-        if not _done(results, model, step, v.name):
+        if not _done(results, model, step, v.name, list(s.ppl_sets)):
             _measure(v, results, model, step, s)
     return results
 
@@ -92,14 +98,16 @@ def _once(path: Path, make: Callable[[Path, bool], Path]) -> Path:
     return make(path, path.exists())  # an existing folder without config.json holds nothing complete
 
 
-def _done(results: Path, model: str, step: int, plan: str) -> bool:
-    """True when the row has every task score and a speed."""
+def _done(results: Path, model: str, step: int, plan: str, ppl_sets: list[str]) -> bool:
+    """True when the row has every task score, a speed and the perplexity of every set asked for."""
     if not has_results(results):
         return False
     ds = open_results(results)
     if plan not in ds["plan"].values or "tokens_per_s" not in ds or "score" not in ds:
         return False
     row = ds.sel(plan=plan).reindex(model=[model], step=[step])
+    if ppl_sets and ("perplexity" not in ds or not row["perplexity"].reindex(dataset=ppl_sets).notnull().all()):
+        return False
     return bool(row["tokens_per_s"].notnull().all() and row["score"].notnull().all())
 
 
@@ -107,11 +115,13 @@ def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings)
     from transformers import AutoTokenizer
 
     from .evaluate import evaluate_with_stderr
+    from .perplexity import heldout_perplexity
     from .speed import measure_speed
 
-    lm = load_any(v.path).to(s.device)
-    scores, stderr = evaluate_with_stderr(lm, AutoTokenizer.from_pretrained(v.path), s.preset, s.tasks,
-                                          s.eval_batch, s.limit)
+    lm, tokenizer = load_any(v.path).to(s.device), AutoTokenizer.from_pretrained(v.path)
+    scores, stderr = evaluate_with_stderr(lm, tokenizer, s.preset, s.tasks, s.eval_batch, s.limit)
+    ppl = heldout_perplexity(lm, tokenizer, s.ppl_sets, s.ppl_samples, s.ppl_seq_len or s.scored[1], s.scored,
+                             s.eval_batch) if s.ppl_sets else None
     speed = measure_speed(lm, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats)
     write_results(results, model, step, v.name, scores, speed.to_dict(), kind=v.kind, n_dropped=v.n_dropped,
-                  quant=v.quant, stderr=stderr)
+                  quant=v.quant, stderr=stderr, perplexity=ppl)

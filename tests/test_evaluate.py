@@ -38,9 +38,11 @@ def test_results_hold_speed_kv_cache_and_quantized_plans(demo_dir):
     assert {"Attn-6+awq", "Attn-6+gptq"} <= set(row["plan"].values)
     assert row["quant"].sel(plan="Attn-6+awq") == "awq" and row["n_dropped"].sel(plan="Attn-6+gptq") == 6
     assert row["score"].sel(plan=["Attn-6+awq", "Attn-6+gptq"]).notnull().all()
-    # CPU timings of a tiny model are noisy: gamma is checked on fixed speeds in the test below
-    gain = 100 * (row["speedup"] - 1)
-    np.testing.assert_array_equal(row["gamma"].isnull(), ~(gain > 0))
+    # CPU timings of a tiny model are noisy: gamma only where the repeats' range clears 1.0 (the
+    # values are checked on fixed timings in test_heldout.py)
+    assert int(row["seconds_each"].notnull().sum("repeat").min()) == 5
+    real = (row["speedup"] > 1) & ~row["speedup_noise"]
+    np.testing.assert_array_equal(row["gamma"].isnull(), ~real)
 
 
 def test_gamma_as_the_study_defines_it(tmp_path):
@@ -98,3 +100,14 @@ def test_average_stderr_by_hand(tmp_path):
     from redundancy.results import write_results
     ds = write_results(tmp_path / "r.zarr", "m", 0, "baseline", {"a": 0.5, "b": 0.7}, stderr={"a": 0.03, "b": 0.04})
     assert float(ds["average_stderr"].sel(model="m", step=0, plan="baseline")) == pytest.approx(0.025)  # sqrt(.0025)/2
+
+
+def test_heldout_perplexity_of_every_plan(demo_dir):
+    """Every plan's perplexity on held-out windows of each of the cube's sets (windows after the
+    scoring pool: tests/test_heldout.py); dropping half the blocks raises it, and Table 1 shows it."""
+    ppl = _row(demo_dir)["perplexity"]
+    assert set(ppl["dataset"].values) == {"prose", "code", "math"} and bool(ppl.notnull().all())
+    assert bool((ppl.sel(plan="Block-4") > ppl.sel(plan="baseline")).all())
+    assert bool((ppl.sel(plan="baseline") < 2048).all())  # far better than uniform over the vocabulary
+    md = (demo_dir / "study" / "table.md").read_text()
+    assert "ppl prose" in md and "ppl math" in md

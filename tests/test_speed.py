@@ -1,6 +1,8 @@
 """Speed measurement: KV-cache bytes scale with the attention layers kept; SDR as the study defines it."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -8,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from _models import tiny_model
 from conftest import make_tokenizer
 from redundancy.drop import DropPlan, materialize
-from redundancy.speed import measure_speed, sdr
+from redundancy.speed import measure_speed, sdr, speedup_range
 
 
 def test_kv_cache_scales_with_kept_attention(tmp_path):
@@ -28,4 +30,8 @@ def test_kv_cache_scales_with_kept_attention(tmp_path):
 def test_sdr():
     # Mistral-7B Attn-8 in the study: 70.3 -> 69.8 at 1.23x: gamma ~ 0.03 (reported 0.02 from unrounded avgs)
     assert sdr(70.3, 69.8, 1.23) == pytest.approx((0.5 / 70.3 * 100) / 23)
-    assert sdr(70.0, 69.0, 1.0) == float("inf")
+    assert math.isnan(sdr(70.0, 69.0, 1.0))  # nothing gained: undefined, not infinite
+    # a 1.23x median whose repeats range from 0.98x to 1.40x is noise: no gamma either
+    assert math.isnan(sdr(70.3, 69.8, 1.23, spread=(0.98, 1.40)))
+    assert sdr(70.3, 69.8, 1.23, spread=(1.10, 1.40)) == pytest.approx((0.5 / 70.3 * 100) / 23)
+    assert speedup_range([1.0, 1.2], [0.5, 0.6]) == pytest.approx((1.0 / 0.6, 1.2 / 0.5))

@@ -15,9 +15,9 @@ from .._data import load_yaml
 from .._registry import Registry
 from . import _corpora
 from ._hub import hub_documents
-from ._packing import PACKING, POOL_FACTOR, fingerprint, pack
+from ._packing import PACKING, POOL_FACTOR, fingerprint, pack, pack_heldout, pool_tokens
 
-__all__ = ["CalibrationSet", "Calibration", "CALIBRATION_SETS", "calibration_tokens", "resolve_set"]
+__all__ = ["CalibrationSet", "Calibration", "CALIBRATION_SETS", "calibration_tokens", "heldout_tokens", "resolve_set"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,15 @@ def _tokenizer_key(tokenizer: Any) -> str:
 
 
 _PACKED: dict[tuple, torch.Tensor] = {}  # checkpoints of a series share a tokenizer: pack once
+_PACKED_MAX = 16  # (sets x settings) kept; the oldest goes first
+
+
+def _packed(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    if key not in _PACKED:
+        while len(_PACKED) >= _PACKED_MAX:
+            _PACKED.pop(next(iter(_PACKED)))
+        _PACKED[key] = make()
+    return _PACKED[key]
 
 
 def calibration_tokens(spec: str, tokenizer: Any, n: int, seq_len: int, seed: int = 0,
@@ -91,11 +100,22 @@ def calibration_tokens(spec: str, tokenizer: Any, n: int, seq_len: int, seed: in
     if n < 1 or seq_len < 2:
         raise ValueError(f"need n >= 1 samples and seq_len >= 2 tokens, got n={n}, seq_len={seq_len}")
     cset = resolve_set(spec, text_field)
-    key = (cset.source or cset.name, _tokenizer_key(tokenizer), n, seq_len, seed)
-    if key not in _PACKED:
-        _PACKED[key] = pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=cset.name)
-    tokens = _PACKED[key]
+    tokens = _packed((cset.source or cset.name, _tokenizer_key(tokenizer), n, seq_len, seed),
+                     lambda: pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=cset.name))
     settings = dict(n_samples=n, seq_len=seq_len, seed=seed, pool_factor=POOL_FACTOR, packing=PACKING)
+    return Calibration(cset.name, tokens, fingerprint(tokens), settings, cset.source)
+
+
+def heldout_tokens(spec: str, tokenizer: Any, n: int, seq_len: int, scored: tuple[int, int],
+                   text_field: str = "text") -> Calibration:
+    """n windows of set `spec` that no scoring run with `scored` = (n_samples, seq_len) can have
+    drawn, whatever its seed: the windows after its pool (see _packing.pack_heldout)."""
+    if n < 1 or seq_len < 2:
+        raise ValueError(f"need n >= 1 samples and seq_len >= 2 tokens, got n={n}, seq_len={seq_len}")
+    cset, after = resolve_set(spec, text_field), pool_tokens(*scored)
+    tokens = _packed(("heldout", cset.source or cset.name, _tokenizer_key(tokenizer), n, seq_len, after),
+                     lambda: pack_heldout(cset.documents(), tokenizer, n, seq_len, after, set_name=cset.name))
+    settings = dict(n_samples=n, seq_len=seq_len, after_token=after, packing=PACKING)
     return Calibration(cset.name, tokens, fingerprint(tokens), settings, cset.source)
 
 

@@ -57,3 +57,19 @@ def resolve(spec: str, text_field: str = "text", registry: Any = None,
         return CalibrationSet(name, f"local data {path}", lambda: file_documents(path, text_field, _row_text([text_field])),
                               True, source=f"file:{path.resolve()}:{text_field}")
     return registry.get(spec)  # "did you mean" among the registered names
+
+
+def spec_of(label: str, source: str, registry: Any = None) -> tuple[str, str]:
+    """(spec, text_field) that reads again the set a cube stores under `label`, from the
+    `calibration_source` its cells record ("file:PATH:FIELD", "hf:...", "builtin:..." or "")."""
+    from . import CALIBRATION_SETS
+
+    if label in (registry or CALIBRATION_SETS):
+        return label, "text"
+    if source.startswith("file:"):
+        path, _, field = source.removeprefix("file:").rpartition(":")
+        return path, field
+    if source.startswith("hf:"):
+        return source, parse_hf(source)[3] or "text"
+    raise CalibrationError(f"the cube's set {label!r} is neither registered nor recorded with its source "
+                           f"({source or 'none'}); give the held-out sets with --ppl-set")
