@@ -22,7 +22,7 @@ import time
 import torch
 
 import redundancy as rd
-from redundancy._pipeline import DTYPES
+from redundancy.pipeline import DTYPES
 from redundancy.families import family_for, get_path
 from redundancy.scoring._ablation import ablate
 from redundancy.scoring._first_order import first_order

@@ -15,8 +15,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import redundancy as rd
-from redundancy._pipeline import DTYPES
-from redundancy.speed import measure_speed
+from redundancy.pipeline import DTYPES
+from redundancy.study.speed import measure_speed
 
 PRESETS = {
     "llama-small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,

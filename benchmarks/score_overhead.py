@@ -27,7 +27,7 @@ import torch
 from _reference_scorer import MODULES, reference_importance
 
 import redundancy as rd
-from redundancy._pipeline import DTYPES
+from redundancy.pipeline import DTYPES
 
 _7B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32}
 _SMALL = {"hidden_size": 1024, "num_hidden_layers": 8, "num_attention_heads": 16}

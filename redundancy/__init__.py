@@ -5,34 +5,46 @@
     >>> store = rd.CubeStore.open("out/cube.zarr", rd.ScoreSettings().calibration())
     >>> rd.score_series(series, store, rd.ScoreSettings(datasets=["prose", "math"]))
     >>> cube = rd.open_cube("out/cube.zarr")  # xarray.Dataset, lazy
+
+Names are imported on first use (PEP 562), so `import redundancy` and the CLI start without torch.
 """
-from ._pipeline import Events, ScoreSettings, load_checkpoint, score_series
-from .calibration import CALIBRATION_SETS, Calibration, calibration_tokens
-from .cube import CubeStore, open_cube
-from .drop import DropPlan, iterative_order, load_any, load_dropped, materialize
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import (CalibrationError, NonFiniteActivationError, NotFoundError, OutputError, RedundancyError,
                      SelfCheckError, SeriesError, StoreError, UnsupportedFamilyError)
-from .evaluate import evaluate
-from .families import FAMILIES, Family, family_for
-from .quantize import quantize
-from .results import open_results, results_table, write_results
-from .scoring import METRICS, MODULES, Scorer, score_layerwise
-from .sources import PRESETS, Checkpoint, Series, list_checkpoints, open_series
-from .speed import measure_speed, sdr
-from .study import StudySettings, run_study
+from .families import FAMILIES, MODULES, Family, family_for
 
 __version__ = "0.1.0"
 
+# public name -> the subpackage that defines it
+_LAZY = {
+    **dict.fromkeys(["open_series", "Series", "Checkpoint", "list_checkpoints", "PRESETS"], "sources"),
+    **dict.fromkeys(["calibration_tokens", "heldout_tokens", "Calibration", "CALIBRATION_SETS"], "calibration"),
+    **dict.fromkeys(["Scorer", "score_layerwise", "METRICS"], "scoring"),
+    **dict.fromkeys(["score_series", "ScoreSettings", "Events", "load_checkpoint", "order_series"], "pipeline"),
+    **dict.fromkeys(["CubeStore", "open_cube"], "cube"),
+    **dict.fromkeys(["DropPlan", "materialize", "load_dropped", "load_any", "iterative_order"], "drop"),
+    **dict.fromkeys(["evaluate", "measure_speed", "sdr", "quantize", "run_study", "StudySettings", "perplexity",
+                     "open_results", "write_results", "results_table"], "study"),
+}
+
 __all__ = [
-    "open_series", "Series", "Checkpoint", "list_checkpoints", "PRESETS",
-    "calibration_tokens", "Calibration", "CALIBRATION_SETS",
-    "Family", "FAMILIES", "family_for",
-    "Scorer", "score_layerwise", "METRICS", "MODULES",
-    "score_series", "ScoreSettings", "Events", "load_checkpoint",
-    "CubeStore", "open_cube",
-    "DropPlan", "materialize", "load_dropped", "load_any", "iterative_order",
-    "evaluate", "measure_speed", "sdr", "quantize", "run_study", "StudySettings",
-    "open_results", "write_results", "results_table",
+    *_LAZY, "Family", "FAMILIES", "family_for", "MODULES",
     "RedundancyError", "NotFoundError", "UnsupportedFamilyError", "SeriesError", "CalibrationError",
     "NonFiniteActivationError", "StoreError", "SelfCheckError", "OutputError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'redundancy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -29,7 +29,11 @@ from typing import Any
 
 from .errors import UnsupportedFamilyError
 
-__all__ = ["Family", "FAMILIES", "family_for", "table_rows"]
+# The module sites of every decoder layer: the whole block, its attention, its MLP (the cube's
+# `module` axis, in this order).
+MODULES: tuple[str, ...] = ("block", "attn", "mlp")
+
+__all__ = ["Family", "FAMILIES", "MODULES", "family_for", "table_rows"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from redundancy.cli import app
-from redundancy.results import open_results
+from redundancy.study.results import open_results
 
 
 def _row(demo_dir):
@@ -47,7 +47,7 @@ def test_results_hold_speed_kv_cache_and_quantized_plans(demo_dir):
 
 def test_gamma_as_the_study_defines_it(tmp_path):
     """gamma = (average drop in %) / (speedup in %); undefined where nothing is gained."""
-    from redundancy.results import write_results
+    from redundancy.study.results import write_results
     store = tmp_path / "r.zarr"
     write_results(store, "m", 0, "baseline", {"t": 0.70}, {"tokens_per_s": 100.0})
     write_results(store, "m", 0, "Attn-8", {"t": 0.69}, {"tokens_per_s": 123.0}, kind="attn", n_dropped=8)
@@ -71,7 +71,7 @@ def test_table_command_prints_and_saves(demo_dir, tmp_path):
 
 
 def test_table_with_two_models_asks_which(tmp_path):
-    from redundancy.results import write_results
+    from redundancy.study.results import write_results
     store = tmp_path / "r.zarr"
     for model in ("a", "b"):
         write_results(store, model, 0, "baseline", {"t": 0.5})
@@ -97,7 +97,7 @@ def test_standard_errors_are_kept_and_shown(demo_dir):
 
 
 def test_average_stderr_by_hand(tmp_path):
-    from redundancy.results import write_results
+    from redundancy.study.results import write_results
     ds = write_results(tmp_path / "r.zarr", "m", 0, "baseline", {"a": 0.5, "b": 0.7}, stderr={"a": 0.03, "b": 0.04})
     assert float(ds["average_stderr"].sel(model="m", step=0, plan="baseline")) == pytest.approx(0.025)  # sqrt(.0025)/2
 

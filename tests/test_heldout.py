@@ -13,8 +13,8 @@ from _models import tiny_model
 from conftest import make_tokenizer
 from redundancy.calibration import calibration_tokens, heldout_tokens
 from redundancy.errors import CalibrationError
-from redundancy.perplexity import perplexity
-from redundancy.results import open_results, results_table, write_results
+from redundancy.study.perplexity import perplexity
+from redundancy.study.results import open_results, results_table, write_results
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +100,13 @@ def test_speedup_within_its_spread_is_noise_and_has_no_gamma(tmp_path):
 
 
 def test_table_prints_noise_and_perplexity(tmp_path):
-    from redundancy._run_study import _cells
+    from redundancy.cli._table import cells
 
     store = tmp_path / "r.zarr"
     _timed(store, "baseline", [1.00, 1.10, 1.05])
     _timed(store, "Attn-4", [0.50, 0.55, 0.52])
     _timed(store, "MLP-4", [0.95, 1.12, 1.00], kind="mlp")
-    header, rows = _cells(results_table(open_results(store), "m", 0))
+    header, rows = cells(results_table(open_results(store), "m", 0))
     cells = {r[0].split()[0]: dict(zip(header, r)) for r in rows}
     assert cells["MLP-4"]["speedup"] == "noise (0.89-1.16)" and cells["MLP-4"]["gamma"] == "-"
     assert cells["Attn-4"]["speedup"] == "2.02 (1.82-2.20)" and cells["Attn-4"]["gamma"] == "0.14"

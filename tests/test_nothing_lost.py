@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from redundancy.cli import app
-from redundancy.results import open_results, write_results
+from redundancy.study.results import open_results, write_results
 
 WRITER = textwrap.dedent("""
     import sys
-    from redundancy.results import write_results
+    from redundancy.study.results import write_results
     path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     for i in range(n):
         write_results(path, "m", 0, f"{tag}-{i}", {"task": i / n}, {"tokens_per_s": 1.0 + i})
@@ -25,7 +25,7 @@ WRITER = textwrap.dedent("""
 
 KILLER = textwrap.dedent("""
     import os, random, signal, sys, time
-    from redundancy.results import write_results  # imported once; each writer is a forked process
+    from redundancy.study.results import write_results  # imported once; each writer is a forked process
     path, log, kills = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rng = random.Random(0)
     for k in range(kills):
@@ -68,7 +68,7 @@ def test_sigkill_during_writes_keeps_confirmed_rows(tmp_path):
 def test_old_single_group_layout_is_read_and_converted(tmp_path):
     """Stores written before the versioned layout (a zarr group at the store's path) keep their rows."""
     import xarray as xr
-    from redundancy.results import _objects, _row
+    from redundancy.study.results import _objects, _row
     store = tmp_path / "old.zarr"
     _objects(_row("m", 0, "baseline", {"task": 0.5}, None, dict(kind="baseline", n_dropped=0, quant="none"))).to_zarr(
         str(store), zarr_format=3, consolidated=False)

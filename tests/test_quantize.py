@@ -9,9 +9,9 @@ from _models import tiny_model
 from conftest import make_tokenizer
 from redundancy.drop import DropPlan, load_any, materialize
 from redundancy.errors import RedundancyError
-from redundancy.evaluate import evaluate
-from redundancy.quantize import awq_mappings, check_group_size, quantize
-from redundancy.speed import measure_speed
+from redundancy.study.evaluate import evaluate
+from redundancy.study.quantize import awq_mappings, check_group_size, quantize
+from redundancy.study.speed import measure_speed
 
 IDS = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(1))
 PLAN = DropPlan(attn=(2,), mlp=(1,))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from redundancy._pipeline import Events, Fetcher, ScoreSettings, score_series
-from redundancy._ray import ray_cluster, score_series_ray
+from redundancy.pipeline import Events, Fetcher, ScoreSettings, score_series
+from redundancy.pipeline.ray_executor import ray_cluster, score_series_ray
 from redundancy.cube import CubeStore
 from redundancy.errors import CalibrationError, RedundancyError, StoreError
 from redundancy.sources import Series, open_series

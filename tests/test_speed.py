@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from _models import tiny_model
 from conftest import make_tokenizer
 from redundancy.drop import DropPlan, materialize
-from redundancy.speed import measure_speed, sdr, speedup_range
+from redundancy.study.speed import measure_speed, sdr, speedup_range
 
 
 def test_kv_cache_scales_with_kept_attention(tmp_path):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..scoring import MODULES
+from ..families import MODULES
 
 DIMS = ("model", "step", "layer", "module", "dataset", "sample")
 # per-cell provenance, stored as labelled variables over (model, step, dataset)

@@ -12,8 +12,8 @@ from typing import Callable
 import torch
 
 from .._registry import Registry
+from ..families import MODULES  # the cube's module axis: block, attn, mlp
 
-MODULES: tuple[str, ...] = ("block", "attn", "mlp")
 EPS = 1e-8  # as torch.cosine_similarity: a zero vector gives cos 0, not NaN
 
 

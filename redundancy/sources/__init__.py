@@ -1,8 +1,9 @@
-"""Checkpoint series: `builtin:tiny` (trained here) and `local:DIR` (a folder per step)."""
+"""Checkpoint series: `builtin:tiny` (trained here), `local:DIR` (a folder per step), `hub:ORG/NAME`
+(a hub history, listed and selected; files fetched when scored) and `suite:NAME` (several runs)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .._registry import Registry
 from ..errors import SeriesError
@@ -11,8 +12,8 @@ from ._local import local_checkpoints
 from ._presets import PRESETS, make_preset
 from ._tiny import build_tiny_series
 
-__all__ = ["Checkpoint", "Series", "open_series", "list_checkpoints", "SERIES_KINDS", "BUILTIN_SERIES",
-           "PRESETS"]
+__all__ = ["Checkpoint", "Series", "open_series", "open_all", "list_checkpoints", "SERIES_KINDS",
+           "BUILTIN_SERIES", "PRESETS", "is_hub"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -27,21 +28,61 @@ def _local(path: str, progress: Progress | None) -> Series:
     return Series(root.resolve().name, local_checkpoints(root))
 
 
+def _hub(repo: str, progress: Progress | None, **hub_args: Any) -> Series:
+    from ._crawl import hub_series
+    return hub_series(repo, **hub_args)
+
+
 BUILTIN_SERIES: Registry[Callable[[Progress | None], Path]] = Registry("built-in series")
 BUILTIN_SERIES.register("tiny", lambda progress: build_tiny_series(progress=progress))
 
-SERIES_KINDS: Registry[Callable[[str, Progress | None], Series]] = Registry("series kind")
+SERIES_KINDS: Registry[Callable[..., Series]] = Registry("series kind")
 SERIES_KINDS.register("builtin", _builtin)
 SERIES_KINDS.register("local", _local)
+SERIES_KINDS.register("hub", _hub)
 
 
-def open_series(spec: str, progress: Progress | None = None) -> Series:
-    """`builtin:tiny` or `local:DIR` -> its checkpoints (training the built-in one on first use)."""
+def _split(spec: str) -> tuple[str, str]:
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise SeriesError(f"series {spec!r} should read KIND:NAME, e.g. builtin:tiny or local:./ckpts "
-                          f"(kinds: {', '.join(SERIES_KINDS.names())})")
-    return SERIES_KINDS.get(kind)(rest, progress)
+        raise SeriesError(f"series {spec!r} should read KIND:NAME, e.g. builtin:tiny, local:./ckpts or "
+                          f"hub:EleutherAI/pythia-160m (kinds: {', '.join([*SERIES_KINDS.names(), 'suite'])})")
+    return kind, rest
+
+
+def open_series(spec: str, progress: Progress | None = None, **hub_args: Any) -> Series:
+    """`builtin:tiny`, `local:DIR` or `hub:ORG/NAME` -> its checkpoints (training the built-in one on
+    first use; a hub history is listed and selected by `hub_args`: preset, every, steps, max_n...,
+    see sources._crawl.hub_series; nothing is downloaded)."""
+    kind, rest = _split(spec)
+    # token and endpoint also come from the environment (HF_TOKEN, HF_ENDPOINT): only selections count
+    given = {k: v for k, v in hub_args.items() if v not in (None, [], ()) and k not in ("token", "endpoint")}
+    if kind != "hub" and given:
+        raise SeriesError(f"{', '.join(given)} select checkpoints of hub histories; {spec!r} is not one "
+                          "(write hub:ORG/NAME)")
+    opener = SERIES_KINDS.get(kind)
+    return opener(rest, progress, **hub_args) if kind == "hub" else opener(rest, progress)
+
+
+def open_all(spec: str, progress: Progress | None = None, **hub_args: Any) -> list[Series]:
+    """The series a spec names: one, or every run of `suite:NAME` (built in: trained here; on the hub:
+    listed with the suite's preset; or `suite:ORG/A,ORG/B` with `preset=`)."""
+    kind, rest = _split(spec)
+    if kind != "suite":
+        return [open_series(spec, progress, **hub_args)]
+    from ._suites import builtin_suite, hub_suite, suite_from
+
+    suite = suite_from(rest, hub_args.pop("preset", None))
+    return builtin_suite(suite, progress) if suite.builtin else hub_suite(suite, **hub_args)
+
+
+def is_hub(spec: str) -> bool:
+    """True when the spec names checkpoints that must be fetched from the hub before scoring."""
+    kind, _, rest = spec.partition(":")
+    if kind == "suite":
+        from ._suites import SUITES
+        return "/" in rest or not SUITES.get(rest).builtin
+    return kind == "hub"
 
 
 def list_checkpoints(repo: str, preset: str | None = None, *, pattern: str | None = None,

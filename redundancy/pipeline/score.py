@@ -2,82 +2,29 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .calibration import calibration_tokens
-from .cube import CubeStore, make_cell
-from .errors import CalibrationError, StoreError
-from .sources._load import check_token_ids, load_tokenizer
-from .scoring import DEFAULT_METRICS, METRICS, Scorer, score_layerwise
-from .sources import Checkpoint, Series
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class ScoreSettings:
-    """What to score and how. `n_samples` windows of `seq_len` tokens per calibration set."""
-
-    datasets: Sequence[str] = ("prose", "code", "math")
-    n_samples: int = 32
-    seq_len: int = 128
-    batch_size: int = 8
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    metrics: Sequence[str] = DEFAULT_METRICS
-    layerwise: bool = False  # one decoder layer on the device at a time (models larger than the device)
-    text_field: str = "text"  # the field read from local files and hub specs
-
-    def sets(self) -> dict[str, str]:
-        """Each calibration set's short name (the cube's `dataset` label) -> the spec given."""
-        from .calibration import resolve_set
-        return {resolve_set(d, self.text_field).name: d for d in self.datasets}
-
-    def calibration(self) -> dict[str, Any]:
-        """The settings every cell of one cube must share (see cube.SETTINGS_KEYS)."""
-        from .calibration._packing import PACKING, POOL_FACTOR
-        return dict(n_samples=self.n_samples, seq_len=self.seq_len, seed=self.seed,
-                    pool_factor=POOL_FACTOR, packing=PACKING)
-
-
-@dataclass
-class Events:
-    """Progress callbacks; all optional. `checkpoint` gets "scoring", "scored" or "done already";
-    `batches` gets the number of samples scored in each batch."""
-
-    checkpoint: Callable[[Checkpoint, str], None] = lambda ckpt, state: None
-    dataset: Callable[[str, int], None] = lambda name, n: None
-    batches: Callable[[int], None] = lambda n: None
-    log: Callable[[str], None] = lambda msg: None
-    written: list[tuple[int, str]] = field(default_factory=list)
-
+from ..calibration import calibration_tokens
+from ..cube import CubeStore, make_cell
+from ..errors import CalibrationError, StoreError
+from ..scoring import METRICS, Scorer, score_layerwise
+from ..sources import Checkpoint, Series
+from ..sources._load import check_token_ids, load_tokenizer
+from .settings import DTYPES, Events, Fetcher, ScoreSettings
 
 def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
     """(model, tokenizer) of one checkpoint, in eval mode on `device`; weights that do not match
     the config, unreadable files and refused pickles are one SeriesError."""
-    from .sources._load import load_model, load_tokenizer
+    from ..sources._load import load_model, load_tokenizer
 
     label = f"step {ckpt.step} ({ckpt.path})"
     model = load_model(ckpt.path, label, dtype=DTYPES[dtype])
     return model.to(device), load_tokenizer(ckpt.tokenizer_path or ckpt.path, label)
-
-
-class Fetcher:
-    """Makes a checkpoint's files local before scoring and may free them after. Local series need
-    nothing; the hub crawler downloads (in a background thread, overlapping the scoring)."""
-
-    def fetch(self, ckpt: Checkpoint) -> Checkpoint:
-        return ckpt
-
-    def release(self, ckpt: Checkpoint) -> None:
-        return None
 
 
 def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
@@ -122,7 +69,7 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
 
 def check_sources(store: CubeStore, settings: ScoreSettings) -> None:
     """Refuse a calibration set whose short name the store already holds from another source."""
-    from .calibration import resolve_set
+    from ..calibration import resolve_set
     for spec in settings.datasets:
         cset = resolve_set(spec, settings.text_field)
         if (stored := store.dataset_source(cset.name)) and stored != cset.source:

@@ -5,13 +5,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ._pipeline import Events, ScoreSettings, _score_checkpoint, load_checkpoint
-from .calibration import calibration_tokens
-from .cube import CubeStore, make_order_cell
-from .drop import iterative_order
-from .errors import SeriesError
-from .scoring import Scorer
-from .sources import Checkpoint, Series
+from ..calibration import calibration_tokens
+from ..cube import CubeStore, make_order_cell
+from ..drop import iterative_order
+from ..errors import SeriesError
+from ..scoring import Scorer
+from ..sources import Checkpoint, Series
+from .score import _score_checkpoint, load_checkpoint
+from .settings import Events, ScoreSettings
 
 
 def _one_shot(store: CubeStore, model: str, step: int, dataset: str, module: str, metric: str) -> list[int]:

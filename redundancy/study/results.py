@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._atomic import atomic_dir, locked
-from .errors import StoreError
+from .._atomic import atomic_dir, locked
+from ..errors import StoreError
 
 BASELINE = "baseline"
 SPEED_VARS = ("tokens_per_s", "seconds", "kv_cache_bytes", "peak_memory_bytes")

@@ -32,7 +32,7 @@ def heldout_perplexity(model: nn.Module, tokenizer: Any, sets: dict[str, tuple[s
                        scored: tuple[int, int], batch_size: int = 8) -> dict[str, float]:
     """label -> perplexity on n held-out windows of that set; `sets`: label -> (spec, text_field) and
     `scored` = (n_samples, seq_len) of the scoring run whose windows must be avoided."""
-    from .calibration import heldout_tokens
+    from ..calibration import heldout_tokens
 
     return {label: perplexity(model, heldout_tokens(spec, tokenizer, n, seq_len, scored, field).tokens, batch_size)
             for label, (spec, field) in sets.items()}

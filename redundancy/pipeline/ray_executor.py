@@ -13,10 +13,11 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._pipeline import Events, Fetcher, ScoreSettings, score_series
-from .cube import CubeStore
-from .errors import RedundancyError
-from .sources import Checkpoint, Series
+from ..cube import CubeStore
+from ..errors import RedundancyError
+from ..sources import Checkpoint, Series
+from .score import score_series
+from .settings import Events, Fetcher, ScoreSettings
 
 Task = tuple[list[Checkpoint], list[tuple[int, str]]]  # checkpoints, and the (step, dataset) cells they lack
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .drop import DropPlan, load_any, materialize
-from .errors import RedundancyError
+from ..drop import DropPlan, load_any, materialize
+from ..errors import RedundancyError
 from .results import BASELINE, has_results, open_results, write_results
 
 Order = Sequence  # layers (attn, mlp, block) or (module, layer) pairs (joint), most redundant first

@@ -16,9 +16,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ._atomic import atomic_dir, check_output
-from .errors import RedundancyError
-from .families import family_for
+from .._atomic import atomic_dir, check_output
+from ..errors import RedundancyError
+from ..families import family_for
 
 METHODS = ("awq", "gptq")
 # llmcompressor's AWQ registry has no entry for these; the pairs are the same as its OLMo and
@@ -128,8 +128,8 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     from llmcompressor import oneshot
     from transformers import AutoTokenizer
 
-    from .calibration import calibration_tokens
-    from .drop import load_any
+    from ..calibration import calibration_tokens
+    from ..drop import load_any
 
     src, out = Path(src), check_output(out, [src], overwrite)
     model, tokenizer = load_any(src), AutoTokenizer.from_pretrained(src)

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from torch import nn
 
-from ._data import DATA_DIR, load_yaml
-from .errors import NotFoundError, RedundancyError
+from .._data import DATA_DIR, load_yaml
+from ..errors import NotFoundError, RedundancyError
 
 TASKS_DIR = DATA_DIR / "tasks"
 

@@ -1,0 +1,4 @@
+"""`python -m redundancy.cli ...`, as the `redundancy` script."""
+from . import app
+
+app()

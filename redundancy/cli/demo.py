@@ -1,0 +1,107 @@
+"""`demo`: everything the toolkit does, on builtin:tiny, on this machine (CPU, offline)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ._app import command
+
+# The study chain on builtin:tiny's final step: a few k per kind; prompt + new tokens fit its
+# 256-token context (the study times 2048 + 2048).
+DEMO_STUDY = dict(ks={"attn": [2, 4, 6], "mlp": [2, 4], "block": [2, 4], "joint": [4]}, prompt_tokens=128,
+                  new_tokens=64, speed_batch=4, repeats=5, quant_samples=32, n_grid=10, ppl_samples=32)
+
+
+@command()
+def demo(out: Path = typer.Option(Path("out/demo"), help="folder for the cube and figures")) -> None:
+    """Train the built-in series (cached), score it on three built-in sets, draw its figures, then
+    drop, evaluate, time and quantize its final step (Table 1 and accuracy curve)."""
+    from ._console import console
+
+    made = _demo_cube(out) + _demo_study(out) + _demo_suite(out) + _demo_proxy(out)
+    console.print(f"cube: {out / 'cube.zarr'}  (open with redundancy.open_cube)")
+    console.print(f"suite: {out / 'suite.zarr'}  (3 seeds; notebooks/seeds.ipynb)")
+    console.print(f"results: {out / 'study' / 'results.zarr'}  (open with redundancy.open_results)")
+    for p in made:
+        console.print(f"figure: {p}")
+
+
+def _demo_cube(out: Path) -> list[Path]:
+    """builtin:tiny -> cube on prose, code and math -> iterative orders -> every figure, loss curve."""
+    import numpy as np
+
+    import analyses
+    from ..cube import open_cube
+    from ..pipeline import ScoreSettings
+    from ..sources._tiny import build_tiny_series
+    from ._console import console
+    from ._scoring import order_command, score_command
+    from .figures import open_for_figures
+
+    settings = ScoreSettings()
+    score_command("builtin:tiny", out / "cube.zarr", settings)
+    order_command("builtin:tiny", out / "cube.zarr", dict(datasets=settings.datasets, batch_size=settings.batch_size,
+                  device=settings.device, dtype=settings.dtype), [], ["block", "attn", "mlp"], "importance")
+    made = analyses.draw_all(open_for_figures(out / "cube.zarr", "importance"), out / "figures", "importance")
+    cube = open_cube(out / "cube.zarr").isel(step=-1).sel(model="builtin:tiny")
+    for dataset in cube["dataset"].values:
+        agreement = analyses.strategy_agreement(cube["drop_order"].sel(dataset=dataset))
+        console.print(f"one-shot vs iterative on {dataset}:\n" + analyses.describe(agreement))
+    curve = json.loads((build_tiny_series() / "series.json").read_text())["loss_curve"]
+    arr = {k: np.array([c[k] for c in curve]) for k in ("step", "tokens", "loss")}
+    fig = analyses.loss_curve(arr["step"], arr["tokens"], arr["loss"], title="builtin:tiny training loss")
+    return made + analyses.save(fig, out / "figures" / "loss_curve")
+
+
+def _demo_study(out: Path) -> list[Path]:
+    from ..sources import open_series
+    from ..study import StudySettings
+    from ._console import console
+    from ._study import study_command
+
+    final = open_series("builtin:tiny").checkpoints[-1]
+    console.print(f"study chain on builtin:tiny step {final.step}, orders from prose")
+    study_command(Path(final.path), out / "cube.zarr", "prose", out / "study", StudySettings(**DEMO_STUDY),
+                  "builtin:tiny", final.step)
+    return sorted((out / "study" / "figures").glob("*.p*"))
+
+
+def _demo_suite(out: Path) -> list[Path]:
+    """Three seeds of a small builtin:tiny in one cube, and their importance band at the last steps."""
+    import analyses
+    from ..cube import open_cube
+    from ..pipeline import ScoreSettings
+    from ._scoring import score_command
+
+    score_command("suite:tiny-seeds", out / "suite.zarr", ScoreSettings(datasets=("prose",), n_samples=16, seq_len=64))
+    imp = open_cube(out / "suite.zarr").importance.sel(dataset="prose").mean("sample")
+    steps = [int(imp.step[1]), int(imp.step[-1])]
+    fig = analyses.seed_band(imp, steps, title="tiny-seeds: importance per layer across 3 seeds, calibration set prose")
+    return analyses.save(fig, out / "figures" / "seed_band_tiny-seeds")
+
+
+def _demo_proxy(out: Path) -> list[Path]:
+    """Proxy against truth on builtin:tiny: cosine importance, exact ablation (loss_delta, kl) and its
+    first-order estimate at three steps (first, middle, last), on prose; the scatter at the final step
+    and the agreement over the steps."""
+    import analyses
+    from ..cube import open_cube
+    from ..pipeline import ScoreSettings
+    from ..sources import Series, open_series
+    from ._scoring import score_command
+
+    series = open_series("builtin:tiny")
+    ckpts = series.checkpoints
+    steps = [ckpts[0], ckpts[len(ckpts) // 2], ckpts[-1]]
+    settings = ScoreSettings(datasets=("prose",), metrics=("importance", "loss_delta", "kl", "loss_delta_grad"))
+    score_command([Series(series.model, steps)], out / "proxy.zarr", settings)
+    cube = open_cube(out / "proxy.zarr").sel(model="builtin:tiny", dataset="prose")
+    final = cube.isel(step=-1)
+    made = analyses.save(analyses.proxy_scatter(final, title=f"builtin:tiny step {int(final.step)}: cosine "
+                                                "importance vs loss increase when dropped, prose"),
+                         out / "figures" / "proxy_vs_truth_builtin-tiny")
+    fig = analyses.agreement_over_steps(cube, [("importance", "loss_delta"), ("loss_delta_grad", "loss_delta")],
+                                        title="builtin:tiny, attention: proxies against the measured loss, prose")
+    return made + analyses.save(fig, out / "figures" / "proxy_agreement_builtin-tiny")

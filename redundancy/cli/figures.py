@@ -1,0 +1,46 @@
+"""`heatmap` and `figures`: the study's figures from a cube (drawn by analyses/, PNG and PDF)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._app import command
+
+
+def open_for_figures(store: Path, metric: str):
+    """The cube, with files-only matplotlib; a metric the cube lacks is a one-line error."""
+    import matplotlib
+
+    from ..cube import open_cube
+    from ..errors import StoreError
+
+    matplotlib.use("Agg")  # files only: no window, whatever the environment
+    cube = open_cube(store)
+    if metric not in cube:
+        raise StoreError(f"metric {metric!r} is not in {store}; it holds {', '.join(cube.data_vars)}")
+    return cube
+
+
+@command()
+def heatmap(store: Path = typer.Argument(..., help="a cube store"),
+            out: Optional[Path] = typer.Option(None, help="folder for the figures (default STORE/../figures)"),
+            metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
+    """Draw step x layer heatmaps per module, layer 0 apart, one figure per model and dataset."""
+    import analyses
+
+    for path in analyses.heatmaps(open_for_figures(store, metric), out or store.parent / "figures", metric):
+        typer.echo(path)
+
+
+@command()
+def figures(store: Path = typer.Argument(..., help="a cube store"),
+            out: Path = typer.Option(..., "--out", "-o", help="folder for the figures"),
+            metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
+    """Draw every figure: heatmaps, per-layer lines, order grids, sample counts, dataset agreement,
+    one-shot vs iterative (where orders are stored)."""
+    import analyses
+
+    paths = analyses.draw_all(open_for_figures(store, metric), out, metric)
+    typer.echo(f"{len(paths)} files in {out}")

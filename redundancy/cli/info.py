@@ -1,0 +1,67 @@
+"""Commands that only read and print: `list` (a hub history), `check` (a cube), `datasets`, `families`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import _options as o
+from ._app import command
+from ._console import console, print_table
+
+
+@command("list")
+def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pythia-160m; with one repo per step "
+                                     "(tinyllama) an author, or repo ids joined by commas"),
+          preset: Optional[str] = o.PRESET, pattern: Optional[str] = o.PATTERN,
+          tokens_per_step: Optional[float] = o.TPS, every: Optional[str] = o.EVERY,
+          steps: List[int] = o.STEPS, max_n: Optional[int] = o.MAXN, token: Optional[str] = o.TOKEN,
+          endpoint: Optional[str] = o.ENDPOINT, stages: List[str] = o.STAGE) -> None:
+    """List a hub repo's checkpoints (step, tokens, revision, commit, size) and their integrity flags:
+    duplicates, partial duplicates, steps identical to the final, config drift, missing tokenizers.
+    Downloads no weights."""
+    from ..sources import open_series
+    from ..sources._crawl import table
+
+    series = open_series(f"hub:{repo}", **o.hub_args(preset, pattern, tokens_per_step, every, steps, max_n,
+                                                       token, endpoint, stages))
+    for line in table(series.checkpoints):
+        typer.echo(line)
+
+
+@command()
+def check(store: Path = typer.Argument(..., help="a cube store")) -> None:
+    """Verify every cell of a cube (files present, sizes as written); list what a run would rescore.
+    Exit code 1 when a cell is damaged."""
+    from ..cube import CubeStore
+
+    cube = CubeStore.open(store)
+    cells = cube.written_cells() + cube.written_cells("orders")
+    damaged = [f"{path.relative_to(cube.path)}: {what}" for path in cells if (what := cube.damage(path))]
+    for line in damaged:
+        console.print(f"damaged (the next run rescores it): {line}")
+    console.print(f"{store}: {len(cells) - len(damaged)} cells sound, {len(damaged)} damaged")
+    if damaged:
+        raise typer.Exit(1)
+
+
+@command()
+def datasets() -> None:
+    """Every registered calibration set: name, source, offline or not, description. Besides these,
+    -d takes a local file or folder, or hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]."""
+    from ..calibration import CALIBRATION_SETS
+
+    sets = [CALIBRATION_SETS.get(name) for name in CALIBRATION_SETS.names()]
+    print_table("calibration sets", ["name", "source", "offline", "description"],
+                [[cs.name, cs.source, "yes" if cs.offline else "no", cs.description] for cs in sets])
+
+
+@command()
+def families() -> None:
+    """The family table: model type, residual form, where each module's output joins the residual,
+    and whether layer-by-layer scoring supports it."""
+    from ..families import table_rows
+
+    rows = table_rows()
+    print_table("families (read from config.model_type)", list(rows[0]), [list(r.values()) for r in rows])
