@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,8 +18,16 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/redundancy demo --out out/demo
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+# the whole suite, lint first
+test: lint
 	$(PY) -m pytest -q --durations=10
+
+# everything but the tests marked slow (training, quantizing, lm-eval, subprocesses)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" --durations=5
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/score_overhead.py

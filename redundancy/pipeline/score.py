@@ -51,16 +51,21 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
     todo = [t for t in todo if t not in copies]
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(fetcher.fetch, todo[0][0]) if todo else None
+        done = None
         for i, (ckpt, missing) in enumerate(todo):
             ready = pending.result()  # the download of step i, started while step i-1 was scored
+            if done is not None:  # released once step i is in: no download shares blobs with a deletion
+                fetcher.release(done)
             pending = pool.submit(fetcher.fetch, todo[i + 1][0]) if i + 1 < len(todo) else None
             ev.checkpoint(ckpt, "scoring")
             if ready.tokenizer_path is not None:
                 ev.log(f"step {ckpt.step}: {ckpt.revision} has no tokenizer files; using "
                        f"{ckpt.tokenizer_from or ready.tokenizer_path}'s")
             _score_checkpoint(series.model, ready, missing, store, settings, ev, series.meta())
-            fetcher.release(ready)
             ev.checkpoint(ckpt, "scored")
+            done = ready
+        if done is not None:
+            fetcher.release(done)
     for ckpt, missing in copies:  # originals are all in the store now
         ev.written += _copy_duplicate(store, series.model, ckpt, missing)
         ev.checkpoint(ckpt, "scored")

@@ -70,19 +70,28 @@ class HubFetcher:
                               f"{_size(free)} free in {target}; free space or pass --cache-dir")
 
     def release(self, ckpt: Checkpoint) -> None:
-        """Delete this checkpoint's files from the cache; blobs other snapshots link to stay."""
+        """Delete this checkpoint's files from the cache; blobs other revisions use stay."""
         if self.keep or ckpt.path is None:
             return
         if ckpt.format == "megatron":
             shutil.rmtree(self._converted(ckpt), ignore_errors=True)
-        root = _snapshot_root(ckpt, self._cache())
-        mine = [p for p in (root / (ckpt.subfolder or "")).rglob("*") if p.is_symlink()]
-        others = {p.resolve() for p in root.parent.rglob("*") if p.is_symlink() and p not in set(mine)}
-        for link in mine:
-            blob = link.resolve()
-            link.unlink()
-            if blob not in others:  # config and tokenizer files are often shared by every step
-                blob.unlink(missing_ok=True)
+        if ckpt.subfolder:  # one revision holds every step's folder (MAP-Neo): only this folder goes
+            _release_folder(_snapshot_root(ckpt, self._cache()), ckpt.subfolder)
+            return
+        from huggingface_hub import scan_cache_dir
+
+        scan_cache_dir(self._cache()).delete_revisions(ckpt.commit).execute()
+
+
+def _release_folder(root: Path, subfolder: str) -> None:
+    """Unlink one folder of a snapshot, and each blob no other link of the repo points to."""
+    mine = [p for p in (root / subfolder).rglob("*") if p.is_symlink()]
+    others = {p.resolve() for p in root.parent.rglob("*") if p.is_symlink() and p not in set(mine)}
+    for link in mine:
+        blob = link.resolve()
+        link.unlink()
+        if blob not in others:  # config and tokenizer files are often shared by every step
+            blob.unlink(missing_ok=True)
 
 
 def _default_cache() -> Path:
