@@ -3,10 +3,10 @@
 Each takes labelled arrays and a `dim=` and returns labelled arrays (or a Figure).
 """
 from . import dynamics, orders, plots, proxy, samples, seeds, stability, strategies
-from .proxy import agreement_over_steps, metric_agreement, proxy_scatter
 from .dynamics import corr_with_step, first_step_with_final_set, study_observation, trend, without_flagged
 from .figures import loss_curve, save, step_flags, step_layer_heatmap
 from .orders import drop_order, drop_sets, joint_order, random_order, reverse_order
+from .proxy import agreement_over_steps, metric_agreement, proxy_scatter
 from .report import draw_all, heatmaps
 from .samples import bootstrap_interval, prefix_means, samples_for_same_drop_set
 from .seeds import first_step_seeds_agree, seed_band, seed_rank_agreement, seed_spread, seeds_agree

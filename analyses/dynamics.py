@@ -57,5 +57,6 @@ def study_observation(scores: xr.DataArray, module_dim: str = "module", along: s
     final = t.isel({along: -1}).reset_coords(drop=True)
     out = xr.Dataset({"first": first, "final": final, "change": final - first})
     attn = final.sel({module_dim: "attn"})
-    out["attn_lowest_at_end"] = (attn < final.sel({module_dim: "mlp"})) & (attn < final.sel({module_dim: "block"}))
+    out["attn_lowest_at_end"] = ((attn < final.sel({module_dim: "mlp"}))
+                                 & (attn < final.sel({module_dim: "block"})))
     return out

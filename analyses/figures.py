@@ -15,8 +15,9 @@ def _step_labels(da: xr.DataArray, flags: xr.DataArray | None = None) -> list[st
     notes = [""] * da.sizes["step"] if flags is None else [
         f" [{n}]" if n else "" for n in flags.reindex(step=da["step"], fill_value="").values]
     starts = dict(_stage_starts(da))
-    return [(f"{starts[i]}: " if i in starts else "") + (f"{s}" if not np.isfinite(t) else f"{s} ({_human(t)} tok)")
-            + note for i, (s, t, note) in enumerate(zip(da["step"].values, tokens, notes))]
+    return [(f"{starts[i]}: " if i in starts else "")
+            + (f"{s}" if not np.isfinite(t) else f"{s} ({_human(t)} tok)") + note
+            for i, (s, t, note) in enumerate(zip(da["step"].values, tokens, notes))]
 
 
 def _stage_starts(da: xr.DataArray) -> list[tuple[int, str]]:
@@ -28,8 +29,8 @@ def _stage_starts(da: xr.DataArray) -> list[tuple[int, str]]:
     return starts if len(starts) > 1 else []
 
 
-_SHORT = {"identical_to_final": "= final?", "duplicate_of": "copy of {}", "partial_duplicate_of": "shares files",
-          "config_drift": "config drift"}
+_SHORT = {"identical_to_final": "= final?", "duplicate_of": "copy of {}",
+          "partial_duplicate_of": "shares files", "config_drift": "config drift"}
 
 
 def step_flags(cell: xr.Dataset) -> xr.DataArray:

@@ -67,7 +67,8 @@ def random_order(scores: xr.DataArray, dim: str = "layer", seed: int = 0) -> xr.
 def drop_sets(order: xr.DataArray, dim: str = "layer", labels: np.ndarray | None = None) -> xr.DataArray:
     """Boolean (..., k, dim): is the layer among the first k dropped? k runs 0..n."""
     labels = np.arange(order.sizes["rank"]) if labels is None else labels
-    k = xr.DataArray(np.arange(order.sizes["rank"] + 1), dims=["k"], coords={"k": np.arange(order.sizes["rank"] + 1)})
+    n_k = order.sizes["rank"] + 1  # k runs 0..n
+    k = xr.DataArray(np.arange(n_k), dims=["k"], coords={"k": np.arange(n_k)})
     lab = xr.DataArray(labels, dims=[dim], coords={dim: labels})
     first_k = order.where(order["rank"] < k, -2)  # (..., rank, k): entries ranked below k
     return (first_k == lab).any("rank")

@@ -129,8 +129,8 @@ def accuracy_vs_dropped(row: xr.Dataset, *, title: str, metric: str = "average",
         if sel.sizes.get("plan", 0):
             sel = sel.sortby("n_dropped")
             yerr = None if se is None else [float(se.sel(plan="baseline")), *se.sel(plan=sel["plan"]).values]
-            line = ax.errorbar([0, *sel["n_dropped"].values], [base, *sel[metric].values], yerr=yerr, fmt="o-",
-                               capsize=3, label=label).lines[0]
+            line = ax.errorbar([0, *sel["n_dropped"].values], [base, *sel[metric].values],
+                               yerr=yerr, fmt="o-", capsize=3, label=label).lines[0]
             q = row.where((row["kind"] == kind) & (row["quant"] != "none"), drop=True)
             for plan in q["plan"].values if q.sizes.get("plan", 0) else []:
                 ax.scatter(q["n_dropped"].sel(plan=plan), q[metric].sel(plan=plan), s=90, facecolors="none",

@@ -13,8 +13,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (CalibrationError, NonFiniteActivationError, NotFoundError, OutputError, RedundancyError,
-                     SelfCheckError, SeriesError, StoreError, UnsupportedFamilyError)
+from .errors import (
+    CalibrationError,
+    NonFiniteActivationError,
+    NotFoundError,
+    OutputError,
+    RedundancyError,
+    SelfCheckError,
+    SeriesError,
+    StoreError,
+    UnsupportedFamilyError,
+)
 from .families import FAMILIES, MODULES, Family, family_for
 
 __version__ = "0.1.0"
@@ -22,13 +31,16 @@ __version__ = "0.1.0"
 # public name -> the subpackage that defines it
 _LAZY = {
     **dict.fromkeys(["open_series", "Series", "Checkpoint", "list_checkpoints", "PRESETS"], "sources"),
-    **dict.fromkeys(["calibration_tokens", "heldout_tokens", "Calibration", "CALIBRATION_SETS"], "calibration"),
+    **dict.fromkeys(["calibration_tokens", "heldout_tokens", "Calibration", "CALIBRATION_SETS"],
+                    "calibration"),
     **dict.fromkeys(["Scorer", "score_layerwise", "METRICS"], "scoring"),
-    **dict.fromkeys(["score_series", "ScoreSettings", "Events", "load_checkpoint", "order_series"], "pipeline"),
+    **dict.fromkeys(["score_series", "ScoreSettings", "Events", "load_checkpoint", "order_series"],
+                    "pipeline"),
     **dict.fromkeys(["CubeStore", "open_cube"], "cube"),
-    **dict.fromkeys(["DropPlan", "materialize", "load_dropped", "load_any", "iterative_order"], "drop"),
-    **dict.fromkeys(["evaluate", "measure_speed", "sdr", "quantize", "run_study", "StudySettings", "perplexity",
-                     "open_results", "write_results", "results_table"], "study"),
+    **dict.fromkeys(["DropPlan", "materialize", "load_dropped", "load_any", "iterative_order"],
+                    "drop"),
+    **dict.fromkeys(["evaluate", "measure_speed", "sdr", "quantize", "run_study", "StudySettings",
+                     "perplexity", "open_results", "write_results", "results_table"], "study"),
 }
 
 __all__ = [

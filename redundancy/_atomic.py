@@ -50,7 +50,8 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
 def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
     if final.exists() or final.is_symlink():
         if not overwrite:
-            raise OutputError(f"{final} appeared while it was being written (another process?); kept it as it was")
+            raise OutputError(f"{final} appeared while it was being written (another process?); "
+                              "kept it as it was")
         aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(final, aside)  # a kill right here leaves `aside`, which clean_stale puts back
         os.rename(tmp, final)

@@ -13,7 +13,8 @@ def check_device(device: str) -> None:
     except RuntimeError:
         raise RedundancyError(f"--device {device!r} is not a device name; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RedundancyError(f"--device {device}: this machine has no CUDA GPU torch can use; use --device cpu")
+        raise RedundancyError(f"--device {device}: this machine has no CUDA GPU torch can use; "
+                              "use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise RedundancyError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
     if dev.type == "mps" and not torch.backends.mps.is_available():

@@ -3,15 +3,26 @@
 One table, no per-family modeling code. Every entry names submodules relative to a decoder layer.
 For layer l with input h (the residual stream entering it) and output o:
 
-| residual form | families | attn X -> Y | mlp X -> Y | "module output added back" |
-|---|---|---|---|---|
-| sequential pre-norm | llama, mistral, qwen2, qwen3, olmo, smollm3, phi3, gpt2, gpt_neox (use_parallel_residual=False) | h -> h + a | m0 -> o | a = attn(norm(h)), m = mlp(norm(m0)) |
-| pre-norm, mixture of experts | mixtral, olmoe, qwen2_moe, qwen3_moe | h -> h + a | m0 -> o | m = the whole sparse block (router and experts) |
-| scaled residual | granite | h -> h + r a | m0 -> o | a, m scaled by r = config.residual_multiplier |
-| sandwich norms | gemma2, gemma3_text | h -> h + a | m0 -> o | a = post_attn_norm(attn(norm(h))), m likewise |
-| post-sublayer norm | olmo2, olmo3 | h -> h + a | m0 -> o | a = post_attn_norm(attn(h)), m likewise |
-| residual inside the module | bloom | h -> h + a | m0 -> o | a read off attention's last linear, m off the MLP's |
-| parallel | gpt_neox (Pythia), falcon | h -> h + a | h -> h + m | o = h + a + m, both read h |
+| residual form | attn X -> Y | mlp X -> Y | "module output added back" |
+|---|---|---|---|
+| sequential pre-norm | h -> h + a | m0 -> o | a = attn(norm(h)), m = mlp(norm(m0)) |
+| pre-norm, mixture of experts | h -> h + a | m0 -> o | m = the whole sparse block (router and experts) |
+| scaled residual | h -> h + r a | m0 -> o | a, m scaled by r = config.residual_multiplier |
+| sandwich norms | h -> h + a | m0 -> o | a = post_attn_norm(attn(norm(h))), m likewise |
+| post-sublayer norm | h -> h + a | m0 -> o | a = post_attn_norm(attn(h)), m likewise |
+| residual inside the module | h -> h + a | m0 -> o | a read off attention's last linear, m off the MLP's |
+| parallel | h -> h + a | h -> h + m | o = h + a + m, both read h |
+
+The families of each residual form:
+
+- sequential pre-norm: llama, mistral, qwen2, qwen3, olmo, smollm3, phi3, gpt2,
+  gpt_neox (use_parallel_residual=False)
+- pre-norm, mixture of experts: mixtral, olmoe, qwen2_moe, qwen3_moe
+- scaled residual: granite
+- sandwich norms: gemma2, gemma3_text
+- post-sublayer norm: olmo2, olmo3
+- residual inside the module: bloom
+- parallel: gpt_neox (Pythia), falcon
 
 m0 = h + a is the residual after attention, read off the input of `mid_site` (the module the model
 applies to it first). Block: h -> o. "Without residual": X = the module's own input (the norm's
@@ -55,7 +66,8 @@ class Family:
     scale: str | None = None  # config attribute r: what joins the residual is r * the module's output
     embed_scale: str | None = None  # config attribute multiplying the embedding output (granite)
     layerwise: str = ""  # why layer-by-layer scoring cannot mirror this trunk ("" when it can)
-    residual_inside: bool = False  # attn / mlp return residual + output (bloom): a dropped one passes the residual
+    # attn / mlp return residual + output (bloom): a dropped one passes the residual
+    residual_inside: bool = False
     clone_out: bool = False  # the layer adds into the module's output in place (falcon): capture a copy
 
     def describe(self) -> str:
@@ -86,7 +98,8 @@ def _post_norm(model_type: str) -> Family:
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     *(_pre_norm(t) for t in ("llama", "mistral", "qwen2", "qwen3", "olmo", "smollm3", "phi3")),
-    *(_pre_norm(t, layerwise=_FUSED) for t in ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe")),  # mlp: the sparse block
+    # mlp: the sparse block
+    *(_pre_norm(t, layerwise=_FUSED) for t in ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe")),
     _pre_norm("granite", scale="residual_multiplier", embed_scale="embedding_multiplier"),
     _sandwich("gemma2"), _sandwich("gemma3_text"),
     _post_norm("olmo2"), _post_norm("olmo3"),
@@ -117,12 +130,14 @@ VARIANTS: dict[str, list[tuple[str, Any, Family]]] = {
                 replace(FAMILIES["falcon"], mid_site="post_attention_layernorm", residual="sequential",
                         attn_norm="input_layernorm", mlp_norm="post_attention_layernorm", clone_out=False)),
                ("new_decoder_architecture (Falcon-40B/180B: a norm each)",
-                lambda c: getattr(c, "new_decoder_architecture", False) and (c.num_ln_in_parallel_attn or 2) == 2,
+                lambda c: (getattr(c, "new_decoder_architecture", False)
+                           and (c.num_ln_in_parallel_attn or 2) == 2),
                 replace(FAMILIES["falcon"], attn_norm="ln_attn", mlp_norm="ln_mlp"))],
 }
 # configs whose forward leaves the table's assumptions: refused with the reason
 _REFUSED = {
-    "bloom": [("apply_residual_connection_post_layernorm", lambda c: c.apply_residual_connection_post_layernorm),
+    "bloom": [("apply_residual_connection_post_layernorm",
+               lambda c: c.apply_residual_connection_post_layernorm),
               ("pretraining_tp > 1 with slow_but_exact (the last linears are bypassed)",
                lambda c: c.slow_but_exact and c.pretraining_tp > 1)],
 }
@@ -158,10 +173,12 @@ def table_rows() -> list[dict[str, str]]:
     """The family table for people: model type, residual form, where each module's output joins
     the residual, and whether layer-by-layer scoring supports it."""
     rows = []
-    entries = [(f, "") for f in FAMILIES.values()] + [(f, f" ({what})") for v in VARIANTS.values() for what, _, f in v]
+    variant_entries = [(f, f" ({what})") for v in VARIANTS.values() for what, _, f in v]
+    entries = [(f, "") for f in FAMILIES.values()] + variant_entries
     for f, variant in entries:
         scaled = f" x {f.scale}" if f.scale else ""
         rows.append({"model_type": f.model_type + variant,
                      "residual": f.residual, "attention joins from": f"{f.attn_out}{scaled}",
-                     "MLP joins from": f"{f.mlp_out}{scaled}", "layer-by-layer": f.layerwise and f"no ({f.layerwise})" or "yes"})
+                     "MLP joins from": f"{f.mlp_out}{scaled}",
+                     "layer-by-layer": f.layerwise and f"no ({f.layerwise})" or "yes"})
     return rows

@@ -45,7 +45,8 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
                 yield _json(line, path, i)
     elif path.suffix == ".json":
         data = _json(_text(path), path, 1)
-        rows = data if isinstance(data, list) else next((v for v in data.values() if isinstance(v, list)), None)
+        rows = data if isinstance(data, list) else next(
+            (v for v in data.values() if isinstance(v, list)), None)
         if rows is None:
             raise CalibrationError(f"{path}: expected a list of records (or an object holding one)")
         yield from rows

@@ -54,7 +54,8 @@ def resolve(spec: str, text_field: str = "text", registry: Any = None,
     if path.exists() or path.suffix in SUFFIXES or "/" in spec or "\\" in spec:
         data_files(path)  # a missing path or an empty folder fails here, before any work
         name = _short(path.resolve().name)  # "notes.jsonl", or the folder's name
-        return CalibrationSet(name, f"local data {path}", lambda: file_documents(path, text_field, _row_text([text_field])),
+        return CalibrationSet(name, f"local data {path}",
+                              lambda: file_documents(path, text_field, _row_text([text_field])),
                               True, source=f"file:{path.resolve()}:{text_field}")
     return registry.get(spec)  # "did you mean" among the registered names
 

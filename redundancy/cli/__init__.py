@@ -4,8 +4,8 @@
     figures.py  heatmap, figures           info.py     list, check, datasets, families
     demo.py     demo
 """
+from . import demo, figures, info, score, study  # noqa: F401,E402 - importing a module registers its commands
 from ._app import app
-from . import score, figures, demo, study, info  # noqa: F401,E402 - importing a module registers its commands
 
 __all__ = ["app", "main"]
 

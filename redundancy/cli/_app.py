@@ -16,7 +16,8 @@ _DEBUG = {"on": False}
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of a failure")) -> None:
+def _options(debug: bool = typer.Option(False, "--debug",
+                                        help="show the full traceback of a failure")) -> None:
     """Measure how redundant each block, attention and MLP layer is, across training."""
     _DEBUG["on"] = debug
 

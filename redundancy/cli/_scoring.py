@@ -13,7 +13,8 @@ from ..pipeline import Events, ScoreSettings, score_series
 from ._console import bars, console
 
 
-def score_command(spec: str | list, out: Path, settings: ScoreSettings, hub_args: dict[str, Any] | None = None,
+def score_command(spec: str | list, out: Path, settings: ScoreSettings,
+                  hub_args: dict[str, Any] | None = None,
                   fetch_args: dict[str, Any] | None = None, executor: str = "local",
                   workers: int | None = None) -> Events:
     """Score every series `spec` names (or a list of Series) into the cube at `out`; hub histories
@@ -27,7 +28,8 @@ def score_command(spec: str | list, out: Path, settings: ScoreSettings, hub_args
     with bars() as progress:
         train = progress.add_task("preparing series", total=None)
         serieses = spec if isinstance(spec, list) else open_all(
-            spec, lambda what, done, total: progress.update(train, description=what, completed=done, total=total),
+            spec,
+            lambda what, done, total: progress.update(train, description=what, completed=done, total=total),
             **(hub_args or {}))
         progress.remove_task(train)
         if fetcher is not None:
@@ -68,8 +70,8 @@ def _score_one(series, store: CubeStore, settings: ScoreSettings, progress: Prog
         progress.update(ckpts, description=f"step {ckpt.step} of {series.model}: {state}",
                         advance=int(state != "scoring"))
 
-    events = Events(checkpoint=on_ckpt, dataset=lambda name, n: progress.reset(batch, total=n,
-                                                                              description=f"samples of {name}"),
+    events = Events(checkpoint=on_ckpt,
+                    dataset=lambda name, n: progress.reset(batch, total=n, description=f"samples of {name}"),
                     batches=lambda n: progress.advance(batch, n), log=lambda msg: progress.console.print(msg))
     if executor == "ray":  # per-batch progress stays in the workers: checkpoints only
         from ..pipeline.ray_executor import score_series_ray

@@ -15,10 +15,12 @@ from ._console import console
 KINDS = ("attn", "mlp", "block", "joint")
 
 
-def stored_order(store: Path | None, dataset: str | None, kind: str, strategy: str, metric: str = "importance"):
+def stored_order(store: Path | None, dataset: str | None, kind: str, strategy: str,
+                 metric: str = "importance"):
     """The order of the cube's last scored step (one model, one dataset): layers, or (module,
     layer) pairs for joint."""
     import analyses
+
     from ..cube import open_cube
 
     if store is None or dataset is None:
@@ -41,15 +43,16 @@ def stored_order(store: Path | None, dataset: str | None, kind: str, strategy: s
     return [int(x) for x in order if x >= 0]
 
 
-def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: StudySettings, model: str, step: int,
-                  order_metric: str = "importance") -> Path:
+def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: StudySettings, model: str,
+                  step: int, order_metric: str = "importance") -> Path:
     """Orders from the cube's last step -> plans -> evaluate, time, quantize -> table and curves."""
     from .._atomic import check_output
     from .._device import check_device
 
     check_device(s.device)
     check_output(out, [checkpoint, store], overwrite=True)  # an existing --out is the study resuming
-    orders = {kind: stored_order(store, dataset, kind, "one-shot", order_metric) for kind in KINDS if s.ks.get(kind)}
+    orders = {kind: stored_order(store, dataset, kind, "one-shot", order_metric)
+              for kind in KINDS if s.ks.get(kind)}
     if s.ppl_samples > 0 and not s.ppl_sets:
         s = heldout_from_cube(s, store)
     results = run_study(checkpoint, orders, out, s, model, step, log=console.print)
@@ -89,7 +92,8 @@ def curves(results: Path, model: str, step: int, dataset: str, path: Path) -> li
 
 
 def table_command(results: Path, model: str | None, step: int | None, out: Path | None) -> pd.DataFrame:
-    """Print the Table 1 of one (model, step) (default: the only model, its last step); save CSV + Markdown."""
+    """Print the Table 1 of one (model, step) (default: the only model, its last step); save CSV +
+    Markdown."""
     from ._table import markdown, rich_table
 
     ds = open_results(results)
@@ -108,5 +112,6 @@ def table_command(results: Path, model: str | None, step: int | None, out: Path 
 def _only(ds, dim: str) -> str:
     values = [str(v) for v in ds[dim].values]
     if len(values) != 1:
-        raise RedundancyError(f"the results hold {len(values)} {dim}s ({', '.join(values)}); pick one with --{dim}")
+        raise RedundancyError(f"the results hold {len(values)} {dim}s ({', '.join(values)}); "
+                              f"pick one with --{dim}")
     return values[0]

@@ -33,6 +33,7 @@ def _demo_cube(out: Path) -> list[Path]:
     import numpy as np
 
     import analyses
+
     from ..cube import open_cube
     from ..pipeline import ScoreSettings
     from ..sources._tiny import build_tiny_series
@@ -42,8 +43,10 @@ def _demo_cube(out: Path) -> list[Path]:
 
     settings = ScoreSettings()
     score_command("builtin:tiny", out / "cube.zarr", settings)
-    order_command("builtin:tiny", out / "cube.zarr", dict(datasets=settings.datasets, batch_size=settings.batch_size,
-                  device=settings.device, dtype=settings.dtype), [], ["block", "attn", "mlp"], "importance")
+    order_settings = dict(datasets=settings.datasets, batch_size=settings.batch_size,
+                          device=settings.device, dtype=settings.dtype)
+    order_command("builtin:tiny", out / "cube.zarr", order_settings, [], ["block", "attn", "mlp"],
+                  "importance")
     made = analyses.draw_all(open_for_figures(out / "cube.zarr", "importance"), out / "figures", "importance")
     cube = open_cube(out / "cube.zarr").isel(step=-1).sel(model="builtin:tiny")
     for dataset in cube["dataset"].values:
@@ -71,14 +74,17 @@ def _demo_study(out: Path) -> list[Path]:
 def _demo_suite(out: Path) -> list[Path]:
     """Three seeds of a small builtin:tiny in one cube, and their importance band at the last steps."""
     import analyses
+
     from ..cube import open_cube
     from ..pipeline import ScoreSettings
     from ._scoring import score_command
 
-    score_command("suite:tiny-seeds", out / "suite.zarr", ScoreSettings(datasets=("prose",), n_samples=16, seq_len=64))
+    settings = ScoreSettings(datasets=("prose",), n_samples=16, seq_len=64)
+    score_command("suite:tiny-seeds", out / "suite.zarr", settings)
     imp = open_cube(out / "suite.zarr").importance.sel(dataset="prose").mean("sample")
     steps = [int(imp.step[1]), int(imp.step[-1])]
-    fig = analyses.seed_band(imp, steps, title="tiny-seeds: importance per layer across 3 seeds, calibration set prose")
+    title = "tiny-seeds: importance per layer across 3 seeds, calibration set prose"
+    fig = analyses.seed_band(imp, steps, title=title)
     return analyses.save(fig, out / "figures" / "seed_band_tiny-seeds")
 
 
@@ -87,6 +93,7 @@ def _demo_proxy(out: Path) -> list[Path]:
     first-order estimate at three steps (first, middle, last), on prose; the scatter at the final step
     and the agreement over the steps."""
     import analyses
+
     from ..cube import open_cube
     from ..pipeline import ScoreSettings
     from ..sources import Series, open_series
@@ -95,13 +102,15 @@ def _demo_proxy(out: Path) -> list[Path]:
     series = open_series("builtin:tiny")
     ckpts = series.checkpoints
     steps = [ckpts[0], ckpts[len(ckpts) // 2], ckpts[-1]]
-    settings = ScoreSettings(datasets=("prose",), metrics=("importance", "loss_delta", "kl", "loss_delta_grad"))
+    settings = ScoreSettings(datasets=("prose",),
+                             metrics=("importance", "loss_delta", "kl", "loss_delta_grad"))
     score_command([Series(series.model, steps)], out / "proxy.zarr", settings)
     cube = open_cube(out / "proxy.zarr").sel(model="builtin:tiny", dataset="prose")
     final = cube.isel(step=-1)
-    made = analyses.save(analyses.proxy_scatter(final, title=f"builtin:tiny step {int(final.step)}: cosine "
-                                                "importance vs loss increase when dropped, prose"),
-                         out / "figures" / "proxy_vs_truth_builtin-tiny")
-    fig = analyses.agreement_over_steps(cube, [("importance", "loss_delta"), ("loss_delta_grad", "loss_delta")],
-                                        title="builtin:tiny, attention: proxies against the measured loss, prose")
+    scatter = analyses.proxy_scatter(final, title=f"builtin:tiny step {int(final.step)}: cosine "
+                                     "importance vs loss increase when dropped, prose")
+    made = analyses.save(scatter, out / "figures" / "proxy_vs_truth_builtin-tiny")
+    pairs = [("importance", "loss_delta"), ("loss_delta_grad", "loss_delta")]
+    fig = analyses.agreement_over_steps(
+        cube, pairs, title="builtin:tiny, attention: proxies against the measured loss, prose")
     return made + analyses.save(fig, out / "figures" / "proxy_agreement_builtin-tiny")

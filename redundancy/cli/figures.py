@@ -25,7 +25,8 @@ def open_for_figures(store: Path, metric: str):
 
 @command()
 def heatmap(store: Path = typer.Argument(..., help="a cube store"),
-            out: Optional[Path] = typer.Option(None, help="folder for the figures (default STORE/../figures)"),
+            out: Optional[Path] = typer.Option(None, help="folder for the figures "
+                                               "(default STORE/../figures)"),
             metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
     """Draw step x layer heatmaps per module, layer 0 apart, one figure per model and dataset."""
     import analyses

@@ -12,8 +12,8 @@ from ._console import console, print_table
 
 
 @command("list")
-def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pythia-160m; with one repo per step "
-                                     "(tinyllama) an author, or repo ids joined by commas"),
+def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pythia-160m; with one repo per "
+                                     "step (tinyllama) an author, or repo ids joined by commas"),
           preset: Optional[str] = o.PRESET, pattern: Optional[str] = o.PATTERN,
           tokens_per_step: Optional[float] = o.TPS, every: Optional[str] = o.EVERY,
           steps: List[int] = o.STEPS, max_n: Optional[int] = o.MAXN, token: Optional[str] = o.TOKEN,

@@ -25,9 +25,10 @@ def _scorer(name: str, what: str, defaults: dict) -> Callable:
             dtype: str = typer.Option(defaults["dtype"], help="float32, bfloat16 or float16"),
             layerwise: bool = o.LAYERWISE, executor: str = o.EXECUTOR, workers: Optional[int] = o.WORKERS,
             preset: Optional[str] = o.PRESET, pattern: Optional[str] = o.PATTERN,
-            tokens_per_step: Optional[float] = o.TPS, every: Optional[str] = o.EVERY, steps: List[int] = o.STEPS,
-            max_n: Optional[int] = o.MAXN, stages: List[str] = o.STAGE, token: Optional[str] = o.TOKEN,
-            endpoint: Optional[str] = o.ENDPOINT, cache_dir: Optional[Path] = o.CACHE_DIR, keep: bool = o.KEEP,
+            tokens_per_step: Optional[float] = o.TPS, every: Optional[str] = o.EVERY,
+            steps: List[int] = o.STEPS, max_n: Optional[int] = o.MAXN, stages: List[str] = o.STAGE,
+            token: Optional[str] = o.TOKEN, endpoint: Optional[str] = o.ENDPOINT,
+            cache_dir: Optional[Path] = o.CACHE_DIR, keep: bool = o.KEEP,
             tokenizer: Optional[str] = o.TOKENIZER) -> None:
         from ..pipeline import make_settings
         from ._scoring import score_command
@@ -44,12 +45,13 @@ def _scorer(name: str, what: str, defaults: dict) -> Callable:
 
 score = _scorer("score", "builtin:tiny, local:DIR (a folder per step), hub:ORG/NAME (a hub history), "
                 "suite:NAME (several runs: tiny-seeds, polypythia-160m, ...)",
-                dict(datasets=["prose", "code", "math"], samples=32, seq_len=128, batch_size=8, dtype="float32",
-                     doc="Score every checkpoint of SERIES on every calibration set; finished cells are skipped. "
-                     "A hub history is listed and selected first (nothing downloaded), then each checkpoint is "
-                     "fetched while the previous one is scored."))
-crawl = _scorer("crawl", "hub repo id (hub: implied), an author or repos joined by commas (one repo per step), "
-                "or suite:NAME",
+                dict(datasets=["prose", "code", "math"], samples=32, seq_len=128, batch_size=8,
+                     dtype="float32",
+                     doc="Score every checkpoint of SERIES on every calibration set; finished cells are "
+                     "skipped. A hub history is listed and selected first (nothing downloaded), then each "
+                     "checkpoint is fetched while the previous one is scored."))
+crawl = _scorer("crawl", "hub repo id (hub: implied), an author or repos joined by commas (one repo per "
+                "step), or suite:NAME",
                 dict(datasets=["c4"], samples=256, seq_len=2048, batch_size=4, dtype="bfloat16",
                      doc="`score hub:REPO` with the study's settings (c4, 256 windows of 2048 tokens, "
                      "bfloat16): the selected checkpoints of a hub history into the cube, resumable."))

@@ -17,11 +17,13 @@ def drop(checkpoint: Path = typer.Argument(..., help="a Hugging Face checkpoint 
          attn: str = typer.Option("", help="attention layers to drop, e.g. 3,5,7"),
          mlp: str = typer.Option("", help="MLP layers to drop"),
          block: str = typer.Option("", help="whole layers to drop"),
-         kind: Optional[str] = typer.Option(None, help="attn, mlp, block or joint: take the order from --store"),
+         kind: Optional[str] = typer.Option(None, help="attn, mlp, block or joint: "
+                                            "take the order from --store"),
          k: Optional[int] = typer.Option(None, help="how many to drop (with --kind)"),
          store: Optional[Path] = typer.Option(None, help="cube holding the scores (with --kind)"),
          dataset: Optional[str] = typer.Option(None, help="calibration set whose order to use"),
-         strategy: str = typer.Option("one-shot", help="one-shot or iterative (stored by `redundancy order`)"),
+         strategy: str = typer.Option("one-shot", help="one-shot or iterative "
+                                      "(stored by `redundancy order`)"),
          overwrite: bool = o.OVERWRITE) -> None:
     """Write CHECKPOINT without the dropped modules: loads with AutoModelForCausalLM
     (trust_remote_code=True; pure block drops need no custom code)."""
@@ -36,7 +38,8 @@ def drop(checkpoint: Path = typer.Argument(..., help="a Hugging Face checkpoint 
     else:
         plan = DropPlan.from_order(kind, stored_order(store, dataset, kind, strategy), k or 0)
     if not plan.attn and not plan.mlp:
-        raise RedundancyError("the plan drops nothing: give --attn/--mlp/--block, or --kind with --k and --store")
+        raise RedundancyError("the plan drops nothing: give --attn/--mlp/--block, "
+                              "or --kind with --k and --store")
     path = materialize(checkpoint, plan, out, overwrite)
     console.print(f"{plan.name}: attention {list(plan.attn)}, MLP {list(plan.mlp)} dropped -> {path}")
 
@@ -54,7 +57,8 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
               preset: Optional[str] = typer.Option("builtin", help="paper or builtin; '' for none"),
               tasks: List[str] = typer.Option([], "--task", help="more lm-eval task names"),
               out: Optional[Path] = typer.Option(None, help="results store (zarr) to add the scores to"),
-              model: Optional[str] = typer.Option(None, help="model name in the results (default: folder name)"),
+              model: Optional[str] = typer.Option(None, help="model name in the results "
+                                                  "(default: folder name)"),
               step: Optional[int] = typer.Option(None, help="training step (default: checkpoint.json)"),
               plan: str = typer.Option("baseline", help="plan name in the results, e.g. Attn-4"),
               batch_size: int = typer.Option(16), limit: Optional[int] = typer.Option(None),
@@ -73,7 +77,8 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
     if batch_size < 1 or (limit is not None and limit < 1):
         raise RedundancyError("--batch-size and --limit must be at least 1")
     lm = load_any(checkpoint).to(device)
-    scores, stderr = evaluate_with_stderr(lm, load_tokenizer(checkpoint), preset or None, tasks, batch_size, limit)
+    scores, stderr = evaluate_with_stderr(lm, load_tokenizer(checkpoint), preset or None, tasks,
+                                          batch_size, limit)
     for task, value in scores.items():
         console.print(f"{task:<24} {value:.4f} ± {stderr[task]:.4f}")
     if out is not None:
@@ -97,7 +102,8 @@ def quantize(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (d
 
     if method not in ("awq", "gptq"):
         raise RedundancyError(f"--method {method!r} is not one of awq, gptq")
-    path = quantize_model(checkpoint, out, method, group_size, calibration, samples, seq_len, overwrite=overwrite)
+    path = quantize_model(checkpoint, out, method, group_size, calibration, samples, seq_len,
+                          overwrite=overwrite)
     console.print(f"{method.upper()} W4A16 (group size {group_size}) -> {path}")
 
 
@@ -113,7 +119,8 @@ def _ks(specs: List[str]) -> dict[str, list[int]]:
         try:
             out[kind] = [int(k) for k in counts.split(",")]
         except ValueError:
-            raise RedundancyError(f"--k {spec!r}: counts are comma-separated integers, e.g. attn=4,8") from None
+            raise RedundancyError(f"--k {spec!r}: counts are comma-separated integers, "
+                                  "e.g. attn=4,8") from None
         if min(out[kind]) < 1:
             raise RedundancyError(f"--k {spec!r}: every count must be at least 1")
     return out
@@ -137,17 +144,19 @@ def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop fr
           repeats: int = typer.Option(5, help="timed generations per model (their spread decides noise)"),
           ppl_samples: int = typer.Option(64, help="held-out windows per calibration set of the cube for "
                                           "perplexity (0: none)"),
-          ppl_seq_len: Optional[int] = typer.Option(None, help="their length (default: the cube's seq_len)")) -> None:
+          ppl_seq_len: Optional[int] = typer.Option(None, help="their length "
+                                                    "(default: the cube's seq_len)")) -> None:
     """Drop Attn-k / MLP-k / Block-k / Joint-k, evaluate, time, quantize; print and save Table 1."""
     from ..errors import RedundancyError
     from ..study import StudySettings
     from ._study import checkpoint_step, study_command
 
     if repeats < 2 or ppl_samples < 0:
-        raise RedundancyError("--repeats must be at least 2 (a spread needs two timings), --ppl-samples at least 0")
+        raise RedundancyError("--repeats must be at least 2 (a spread needs two timings), "
+                              "--ppl-samples at least 0")
     s = StudySettings(_ks(k), preset or None, tasks, limit, prompt_tokens=prompt, new_tokens=new,
-                      speed_batch=batch, repeats=repeats, quantize=quant, group_size=group_size, device=device,
-                      ppl_samples=ppl_samples, ppl_seq_len=ppl_seq_len)
+                      speed_batch=batch, repeats=repeats, quantize=quant, group_size=group_size,
+                      device=device, ppl_samples=ppl_samples, ppl_seq_len=ppl_seq_len)
     study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
                   step if step is not None else checkpoint_step(checkpoint), order_metric)
 

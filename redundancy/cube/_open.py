@@ -78,7 +78,8 @@ def open_cube(path: str | Path) -> xr.Dataset:
     for name in ("suite", "seed_kind", "seed"):  # suites: one value per model (its run)
         cube[name] = _per_step(cube[name]).max("step") if cube.sizes["step"] else cube[name]
     cube["seed"] = xr.DataArray([int(v) if v else -1 for v in cube["seed"].values], dims="model")
-    cube = cube.set_coords(["tokens", "flagged", "stage", "suite", "seed_kind", "seed"])  # metric arrays clean
+    # metric arrays clean
+    cube = cube.set_coords(["tokens", "flagged", "stage", "suite", "seed_kind", "seed"])
     orders = _open_orders(store)
     if orders is not None:
         cube = xr.merge([cube, orders], join="left", compat="override", combine_attrs="override")

@@ -111,9 +111,9 @@ class CubeStore:
                 self.discard(path)
                 out.append(d)
             elif source and (stored := _stored(path, "source")) and stored != source:
-                raise StoreError(f"{self.path} holds {model} step {step} scored from other weights ({stored}; "
-                                 f"this checkpoint's are {source}): another model under the same name. "
-                                 "Score it into another --out, or rename its folder")
+                raise StoreError(f"{self.path} holds {model} step {step} scored from other weights "
+                                 f"({stored}; this checkpoint's are {source}): another model under the "
+                                 "same name. Score it into another --out, or rename its folder")
         return out
 
     def dataset_source(self, name: str) -> str:
@@ -154,7 +154,8 @@ class CubeStore:
         try:
             with atomic_dir(final) as tmp:
                 cell.to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=False)
-                sizes = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+                sizes = {str(p.relative_to(tmp)): p.stat().st_size
+                         for p in sorted(tmp.rglob("*")) if p.is_file()}
                 (tmp / COMPLETE).write_text(json.dumps(sizes))
         except OutputError:  # a concurrent writer finished the same cell first
             return False

@@ -11,7 +11,8 @@ from ..scoring._masks import runtime_drop
 
 
 def iterative_order(scorer: Scorer, tokens: torch.Tensor, module: str, batch_size: int,
-                    metric: str = "importance", on_step: Callable[[int, int], None] | None = None) -> list[int]:
+                    metric: str = "importance",
+                    on_step: Callable[[int, int], None] | None = None) -> list[int]:
     """Layers of `module` (block, attn or mlp) in iterative drop order, lowest importance first.
 
     Each round scores the model with the layers chosen so far dropped (runtime masks) and picks the

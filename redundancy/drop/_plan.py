@@ -39,15 +39,16 @@ class DropPlan:
             raise RedundancyError(f"the order has {len(first)} entries; cannot drop {k}")
         name = f"{ {'attn': 'Attn', 'mlp': 'MLP', 'block': 'Block', 'joint': 'Joint'}[kind]}-{k}"
         if kind == "joint":
-            return cls(tuple(int(l) for m, l in first if m == "attn"),
-                       tuple(int(l) for m, l in first if m == "mlp"), name, kind)
-        layers = tuple(int(l) for l in first)
+            return cls(tuple(int(layer) for m, layer in first if m == "attn"),
+                       tuple(int(layer) for m, layer in first if m == "mlp"), name, kind)
+        layers = tuple(int(layer) for layer in first)
         return {"attn": cls(layers, (), name, kind), "mlp": cls((), layers, name, kind),
                 "block": cls(layers, layers, name, kind)}[kind]
 
     def check(self, n_layers: int) -> None:
         bad = [i for i in self.attn + self.mlp if not 0 <= i < n_layers]
         if bad:
-            raise RedundancyError(f"layer {bad[0]} does not exist: the model has {n_layers} layers (0..{n_layers - 1})")
+            raise RedundancyError(f"layer {bad[0]} does not exist: the model has {n_layers} layers "
+                                  f"(0..{n_layers - 1})")
         if self.blocks_only and len(self.attn) >= n_layers:
             raise RedundancyError(f"the plan drops all {n_layers} layers; keep at least one")

@@ -86,8 +86,8 @@ def load_stock(path, config, *args, **kwargs) -> nn.Module:
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = stock_class(config).from_pretrained(path, *args, config=config, output_loading_info=True,
-                                                          **kwargs)
+        model, info = stock_class(config).from_pretrained(path, *args, config=config,
+                                                          output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(before)
     model = apply_drops(model, config) if getattr(config, "drop_sites", None) else model

@@ -15,12 +15,15 @@ from .score import _score_checkpoint, load_checkpoint
 from .settings import Events, ScoreSettings
 
 
-def _one_shot(store: CubeStore, model: str, step: int, dataset: str, module: str, metric: str) -> list[int]:
-    scores = store.read_cell(model, step, dataset)[metric].sel(module=module).mean("sample").values  # (layer,)
+def _one_shot(store: CubeStore, model: str, step: int, dataset: str, module: str,
+              metric: str) -> list[int]:
+    cell = store.read_cell(model, step, dataset)
+    scores = cell[metric].sel(module=module).mean("sample").values  # (layer,)
     return [int(i) for i in np.argsort(scores, kind="stable")]
 
 
-def order_series(series: Series, store: CubeStore, settings: ScoreSettings, steps: Sequence[int] | None = None,
+def order_series(series: Series, store: CubeStore, settings: ScoreSettings,
+                 steps: Sequence[int] | None = None,
                  modules: Sequence[str] = ("block", "attn", "mlp"), metric: str = "importance",
                  events: Events | None = None) -> list[tuple[int, str]]:
     """For each chosen step (default: the last) and dataset: one-shot and iterative orders into `store`."""
@@ -35,7 +38,8 @@ def order_series(series: Series, store: CubeStore, settings: ScoreSettings, step
         todo = [d for d in settings.sets() if not store.has_cell(series.model, step, d, "orders")]
         ev.checkpoint(by_step[step], "ordering" if todo else "done already")
         if todo:
-            written += _order_checkpoint(series.model, by_step[step], todo, store, settings, modules, metric, ev)
+            written += _order_checkpoint(series.model, by_step[step], todo, store, settings, modules,
+                                         metric, ev)
     return written
 
 
@@ -49,7 +53,8 @@ def _order_checkpoint(name: str, ckpt: Checkpoint, datasets: list[str], store: C
     written = []
     specs = s.sets()
     for dataset in datasets:
-        tokens = calibration_tokens(specs[dataset], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field).tokens
+        calib = calibration_tokens(specs[dataset], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
+        tokens = calib.tokens
         orders = {}
         for module in modules:
             ev.log(f"iterative {module} order, step {ckpt.step}, {dataset}")

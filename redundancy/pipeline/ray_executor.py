@@ -93,7 +93,8 @@ def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSett
                 ev.checkpoint(c, "scoring")
             return remote.remote(series, ckpts, str(store.path), task_settings, fetcher)
 
-        with closing(_as_completed(ray, submit, tasks, num_workers or len(tasks), max_retries + 1)) as finished:
+        limit = num_workers or len(tasks)  # tasks in flight at once
+        with closing(_as_completed(ray, submit, tasks, limit, max_retries + 1)) as finished:
             for ckpts, missing in finished:
                 # counted from the store: a retried task does not know what its dead try wrote
                 ev.written += [(s, d) for s, d in missing if store.has_cell(series.model, s, d)]
@@ -129,4 +130,5 @@ def _get(ray: Any, ref: Any, step: int, tries: int) -> None:
         raise
     except ray.exceptions.RayError as exc:  # the worker process died on every try
         raise RedundancyError(f"the Ray worker scoring step {step} died on all {tries} tries "
-                              f"({type(exc).__name__}); the cells it wrote are kept: run again to resume") from exc
+                              f"({type(exc).__name__}); the cells it wrote are kept: "
+                              "run again to resume") from exc

@@ -17,6 +17,7 @@ from ..sources import Checkpoint, Series
 from ..sources._load import check_token_ids, load_tokenizer
 from .settings import DTYPES, Events, Fetcher, ScoreSettings
 
+
 def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
     """(model, tokenizer) of one checkpoint, in eval mode on `device`; weights that do not match
     the config, unreadable files and refused pickles are one SeriesError."""
@@ -78,19 +79,23 @@ def check_sources(store: CubeStore, settings: ScoreSettings) -> None:
     for spec in settings.datasets:
         cset = resolve_set(spec, settings.text_field)
         if (stored := store.dataset_source(cset.name)) and stored != cset.source:
-            raise StoreError(f"{store.path} holds calibration set {cset.name!r} read from {stored}; {spec!r} reads "
-                             f"{cset.source}: another source under the same name. Rename the file or use another --out")
+            raise StoreError(f"{store.path} holds calibration set {cset.name!r} read from {stored}; "
+                             f"{spec!r} reads {cset.source}: another source under the same name. "
+                             "Rename the file or use another --out")
 
 
 def _original_done(store: CubeStore, model: str, ckpt: Checkpoint, datasets: list[str]) -> bool:
-    return ckpt.duplicate_of is not None and all(store.has_cell(model, ckpt.duplicate_of, d) for d in datasets)
+    return (ckpt.duplicate_of is not None
+            and all(store.has_cell(model, ckpt.duplicate_of, d) for d in datasets))
 
 
-def _copy_duplicate(store: CubeStore, model: str, ckpt: Checkpoint, datasets: list[str]) -> list[tuple[int, str]]:
+def _copy_duplicate(store: CubeStore, model: str, ckpt: Checkpoint,
+                    datasets: list[str]) -> list[tuple[int, str]]:
     written = []
     for d in datasets:
         cell = store.read_cell(model, ckpt.duplicate_of, d)
-        cell = cell.assign_coords(step=ckpt.step, tokens=np.float64(np.nan if ckpt.tokens is None else ckpt.tokens))
+        tokens = np.float64(np.nan if ckpt.tokens is None else ckpt.tokens)
+        cell = cell.assign_coords(step=ckpt.step, tokens=tokens)
         for key, value in ckpt.flags().items():  # the copy's own flags (identical_to_final, ...)
             cell[key] = ((), np.array(value, dtype=object))
         cell["revision"] = ((), np.array(ckpt.commit or ckpt.revision or "", dtype=object))
@@ -151,7 +156,8 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
 
 def _provenance(ckpt: Checkpoint, calib: Any, s: ScoreSettings,
                 meta: dict[str, str] | None = None) -> dict[str, str]:
-    return dict(fingerprint=calib.fingerprint, calibration_source=calib.source, dtype=s.dtype, device=s.device,
-                revision=ckpt.commit or ckpt.revision or "", source=ckpt.source,
+    scored_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return dict(fingerprint=calib.fingerprint, calibration_source=calib.source, dtype=s.dtype,
+                device=s.device, revision=ckpt.commit or ckpt.revision or "", source=ckpt.source,
                 package_version=version("redundancy"),
-                **ckpt.flags(), **(meta or {}), scored_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                **ckpt.flags(), **(meta or {}), scored_at=scored_at)

@@ -41,7 +41,8 @@ def _capture(model: nn.Module, family: Family) -> tuple[dict[tuple[int, str], to
                                                    with_kwargs=True))
         for kind, path in (("a", family.attn_out), ("m", family.mlp_out)):
             handles.append(get_path(layer, path).register_forward_hook(
-                lambda m, a, k, o, kind=kind, i=i: keep((i, kind), family.clone_out)(m, a, k, o), with_kwargs=True))
+                lambda m, a, k, o, kind=kind, i=i: keep((i, kind), family.clone_out)(m, a, k, o),
+                with_kwargs=True))
     return seen, handles
 
 
@@ -53,7 +54,8 @@ def first_order(model: nn.Module, family: Family, ids: torch.Tensor) -> torch.Te
         with torch.inference_mode(False), torch.enable_grad():  # the scorer runs in inference mode
             embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
             logits = model(inputs_embeds=embeds, use_cache=False).logits[:, :-1].float()
-            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").mean(-1)
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            loss = nll.mean(-1)  # (B,): each sample's mean next-token loss
             keys = [(i, k) for i in range(n) for k in ("o", "a", "m")]
             grads = torch.autograd.grad(loss.sum(), [seen[k] for k in keys], allow_unused=True)
     finally:

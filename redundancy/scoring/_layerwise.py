@@ -34,16 +34,17 @@ def score_layerwise(checkpoint: str | Path, tokens: torch.Tensor, batch_size: in
     `offload_activations` (then one batch at a time travels). `on_layer(l, L)` after each layer.
     """
     if exact := [m for m in metrics if METRICS.get(m).per_token is None]:
-        raise UnsupportedFamilyError(f"{exact[0]} is an exact ablation: it re-runs the model's later layers and "
-                                     "head for every module, which layer-by-layer mode (one layer at a time) "
-                                     "cannot; score it in full mode")
+        raise UnsupportedFamilyError(f"{exact[0]} is an exact ablation: it re-runs the model's later "
+                                     "layers and head for every module, which layer-by-layer mode "
+                                     "(one layer at a time) cannot; score it in full mode")
     device = torch.device(device)
     shards = Shards(checkpoint)
     model = skeleton(shards.config, dtype)
     family = family_for(model.config)
     if family.layerwise:
-        raise UnsupportedFamilyError(f"layer-by-layer scoring of {family.model_type}: not supported ({family.layerwise}: "
-                                     "this mode does not mirror it). Score this model in full mode.")
+        raise UnsupportedFamilyError(f"layer-by-layer scoring of {family.model_type}: not supported "
+                                     f"({family.layerwise}: this mode does not mirror it). "
+                                     "Score this model in full mode.")
     trunk = _Trunk(model, family, shards, device)
     store = torch.device("cpu") if offload_activations else device
     hidden = trunk.embed(tokens, batch_size, store)  # list of (B, T, hidden)
@@ -78,7 +79,8 @@ class _Trunk:
         with torch.inference_mode(False):  # loaded weights must not be inference tensors
             materialize(self.model, module, self.shards, self.family.embed, self.device)
         scale = float(getattr(self.model.config, self.family.embed_scale)) if self.family.embed_scale else 1.0
-        out = [module(tokens[s:s + batch_size].to(self.device)) for s in range(0, tokens.shape[0], batch_size)]
+        starts = range(0, tokens.shape[0], batch_size)
+        out = [module(tokens[s:s + batch_size].to(self.device)) for s in starts]
         out = [(h * scale if scale != 1.0 else h).to(store) for h in out]  # Gemma-2 scales inside the module
         release(module)
         return out
@@ -97,9 +99,11 @@ class _Trunk:
             position_ids = torch.arange(h.shape[1], device=h.device).unsqueeze(0)  # (1, T)
             mask = make(config=config, inputs_embeds=h, attention_mask=None, past_key_values=None,
                         position_ids=position_ids)
-            rotary_kw = {"layer_type": kind} if "layer_type" in inspect.signature(self.rotary.forward).parameters else {}
-            self._kwargs[key] = dict(attention_mask=mask, position_ids=position_ids,  # olmo3, gemma3: per kind
-                                     position_embeddings=self.rotary(h, position_ids, **rotary_kw))  # (cos, sin)
+            per_kind = "layer_type" in inspect.signature(self.rotary.forward).parameters
+            rotary_kw = {"layer_type": kind} if per_kind else {}  # olmo3, gemma3: per kind
+            position_embeddings = self.rotary(h, position_ids, **rotary_kw)  # (cos, sin)
+            self._kwargs[key] = dict(attention_mask=mask, position_ids=position_ids,
+                                     position_embeddings=position_embeddings)
         return self._kwargs[key]
 
 

@@ -1,8 +1,8 @@
 """Metrics: functions of per-token statistics of one module's X, Y and f (its output added back).
 
 All statistics are fp32 tensors of shape (batch, tokens, ...). A metric maps them elementwise to a
-per-token value of the same shape; the scorer averages over tokens, giving one value per sample. Higher means more
-important for every metric, so "drop the lowest" is always the rule.
+per-token value of the same shape; the scorer averages over tokens, giving one value per sample.
+Higher means more important for every metric, so "drop the lowest" is always the rule.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from .._registry import Registry
-from ..families import MODULES  # the cube's module axis: block, attn, mlp
+from ..families import MODULES  # noqa: F401 - re-exported: the cube's module axis (block, attn, mlp)
 
 EPS = 1e-8  # as torch.cosine_similarity: a zero vector gives cos 0, not NaN
 

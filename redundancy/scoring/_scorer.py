@@ -10,10 +10,10 @@ from torch import nn
 
 from ..errors import NonFiniteActivationError
 from ..families import Family, family_for
-from ._hooks import decoder_layers, residual_hooks
-from ._metrics import DEFAULT_METRICS, METRICS, MODULES, TokenStats
 from ._ablation import ABLATION_METRICS, ablate
 from ._first_order import first_order
+from ._hooks import decoder_layers, residual_hooks
+from ._metrics import DEFAULT_METRICS, METRICS, MODULES, TokenStats
 from ._selfcheck import check, layer_deviation
 
 
@@ -24,7 +24,8 @@ class Scorer:
     streams do not rebuild its output raises SelfCheckError before any score is returned.
     """
 
-    def __init__(self, model: nn.Module, metrics: Sequence[str] = DEFAULT_METRICS, self_check: bool = True) -> None:
+    def __init__(self, model: nn.Module, metrics: Sequence[str] = DEFAULT_METRICS,
+                 self_check: bool = True) -> None:
         self.model = model
         self._deviations: torch.Tensor | None = None
         self._to_check = self_check
@@ -65,7 +66,8 @@ class Scorer:
                 cols.append(cheap[i].transpose(0, 1))
                 i += 1
             else:
-                cols.append(grad if m.name == "loss_delta_grad" else exact[..., ABLATION_METRICS.index(m.name)])
+                cols.append(grad if m.name == "loss_delta_grad"
+                            else exact[..., ABLATION_METRICS.index(m.name)])
         return torch.stack(cols, dim=-1)  # (B, L, 3, M)
 
     def _on_layer(self, idx: int, sites: dict[str, torch.Tensor]) -> None:
@@ -96,7 +98,9 @@ class Scorer:
 # in fp32 rather than captured (5 streams instead of 7 halve the Gram's cost; the stored bf16
 # residual differs from the exact sum by one rounding, far below the scores' precision).
 _STREAMS = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "attn.hook_in", "mlp.hook_in")
-_H, _A, _M = ("hook_resid_pre",), ("hook_resid_pre", "hook_attn_out"), ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")
+_H = ("hook_resid_pre",)
+_A = ("hook_resid_pre", "hook_attn_out")
+_M = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")
 # module -> (X, Y, f, u), each a tuple of streams summed; f of a block is a + m, its output
 _ROLES = {
     "sequential": {"block": (_H, _M, ("hook_attn_out", "hook_mlp_out"), _H),

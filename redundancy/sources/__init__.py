@@ -45,8 +45,9 @@ SERIES_KINDS.register("hub", _hub)
 def _split(spec: str) -> tuple[str, str]:
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
+        kinds = ", ".join([*SERIES_KINDS.names(), "suite"])
         raise SeriesError(f"series {spec!r} should read KIND:NAME, e.g. builtin:tiny, local:./ckpts or "
-                          f"hub:EleutherAI/pythia-160m (kinds: {', '.join([*SERIES_KINDS.names(), 'suite'])})")
+                          f"hub:EleutherAI/pythia-160m (kinds: {kinds})")
     return kind, rest
 
 

@@ -8,8 +8,8 @@ from ._checkpoint import Checkpoint, Series
 from ._fetch import HubFetcher
 from ._hub import list_checkpoints
 from ._presets import Preset, make_preset, parse_tokens
-from ._stages import select_stages
 from ._select import select
+from ._stages import select_stages
 
 
 def hub_series(repo: str, preset: str | None = None, pattern: str | None = None,
@@ -40,11 +40,13 @@ def flag_text(c: Checkpoint) -> str:
     elif c.duplicate_of is not None:
         parts.append(f"duplicate of step {c.duplicate_of}")
     if c.partial_duplicate_of:
-        parts.append(f"shares {', '.join(c.shared_files)} with step {', '.join(map(str, c.partial_duplicate_of))}")
+        steps = ", ".join(map(str, c.partial_duplicate_of))
+        parts.append(f"shares {', '.join(c.shared_files)} with step {steps}")
     if c.config_drift:
         parts.append(f"config drift: {c.config_drift}")
     if not c.has_tokenizer and c.format == "hf":
-        parts.append(f"no tokenizer: uses {c.tokenizer_from}'s" if c.tokenizer_from else "no tokenizer in the series")
+        parts.append(f"no tokenizer: uses {c.tokenizer_from}'s" if c.tokenizer_from
+                     else "no tokenizer in the series")
     return "; ".join(parts)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 from .._atomic import atomic_file
 from ..errors import SeriesError
@@ -22,7 +22,8 @@ from ._tiny import cache_root
 
 WEIGHTS = (".safetensors", ".bin", ".pt")
 # what scoring needs from an HF checkpoint: weights, config, tokenizer; never optimizer state
-TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model", "*.tiktoken"]
+TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model",
+                      "*.tiktoken"]
 HF_FILES = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
             *TOKENIZER_PATTERNS]
 HF_BIN = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
@@ -81,8 +82,8 @@ def _entries(api, repo: str, preset: Preset) -> list[_Entry]:
 
 
 def _describe(api, e: _Entry, fmt: str) -> Checkpoint:
-    files = {f.path: f for f in api.list_repo_tree(e.repo, path_in_repo=e.subfolder, recursive=True, revision=e.commit)
-             if hasattr(f, "size")}
+    tree = api.list_repo_tree(e.repo, path_in_repo=e.subfolder, recursive=True, revision=e.commit)
+    files = {f.path: f for f in tree if hasattr(f, "size")}
     sub = e.subfolder
     rel = {p[len(sub) + 1:] if sub else p: f for p, f in files.items()}
     patterns = wanted(list(rel), fmt)
@@ -92,7 +93,8 @@ def _describe(api, e: _Entry, fmt: str) -> Checkpoint:
     return Checkpoint(step=e.step, tokens=e.tokens, revision=e.name, commit=e.commit, weight_hashes=hashes,
                       repo=e.repo, subfolder=sub, download_bytes=sum(f.size for f in keep.values()),
                       format=fmt, config_id=config.blob_id if config else None, source=hashes_digest(hashes),
-                      has_tokenizer=fmt == "megatron" or any(p in rel for p in TOKENIZER_FILES), stage=e.stage)
+                      has_tokenizer=fmt == "megatron" or any(p in rel for p in TOKENIZER_FILES),
+                      stage=e.stage)
 
 
 def list_checkpoints(repo: str, preset: Preset, token: str | None = None,
@@ -108,7 +110,8 @@ def list_checkpoints(repo: str, preset: Preset, token: str | None = None,
         entries = _entries(api, repo, preset)
         ckpts = [_describe(api, e, preset.format) for e in entries]
         if not ckpts:
-            raise SeriesError(f"{repo} has no {preset.exposed} matching {preset.pattern!r} (preset {preset.name})")
+            raise SeriesError(f"{repo} has no {preset.exposed} matching {preset.pattern!r} "
+                              f"(preset {preset.name})")
         ckpts = sequence(ckpts, preset.stage_order, restart=preset.stages == "restart")
         ckpts = mark_tokenizers(mark_duplicates(ckpts))
         ckpts = config_drift(ckpts, lambda c: _read_config(c, token, endpoint))
@@ -143,8 +146,8 @@ def _load_listing(repo: str, preset: Preset) -> list[Checkpoint] | None:
 
 
 def _is_network(exc: Exception) -> bool:
-    from huggingface_hub.errors import OfflineModeIsEnabled
     import httpx
+    from huggingface_hub.errors import OfflineModeIsEnabled
     return isinstance(exc, (OfflineModeIsEnabled, httpx.TransportError, ConnectionError, OSError))
 
 

@@ -84,8 +84,8 @@ def config_drift(ckpts: list[Checkpoint], read: Callable[[Checkpoint], dict[str,
         votes[sig[cid]] += len(group)
     final_sig = sig.get(ckpts[-1].config_id)
     ref = max(votes, key=lambda s: (votes[s], s == final_sig))  # ties: the final step's config
-    return [replace(c, config_drift=_describe(sig[c.config_id], ref)) if c.config_id and sig[c.config_id] != ref
-            else c for c in ckpts]
+    return [replace(c, config_drift=_describe(sig[c.config_id], ref))
+            if c.config_id and sig[c.config_id] != ref else c for c in ckpts]
 
 
 def _signature(config: dict[str, Any]) -> tuple:

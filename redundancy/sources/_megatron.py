@@ -150,8 +150,9 @@ def llama_config(a: Any, vocab: int):
                        num_hidden_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
                        num_key_value_heads=getattr(a, "num_query_groups", None) or a.num_attention_heads,
                        max_position_embeddings=getattr(a, "max_position_embeddings", None) or a.seq_length,
-                       rms_norm_eps=getattr(a, "norm_epsilon", 1e-5), rope_theta=getattr(a, "rotary_base", 10000),
-                       vocab_size=vocab, tie_word_embeddings=not getattr(a, "untie_embeddings_and_output_weights", True))
+                       rms_norm_eps=getattr(a, "norm_epsilon", 1e-5),
+                       rope_theta=getattr(a, "rotary_base", 10000), vocab_size=vocab,
+                       tie_word_embeddings=not getattr(a, "untie_embeddings_and_output_weights", True))
 
 
 def convert_megatron(folder: Path, tokenizer: str | None, out: Path) -> Path:

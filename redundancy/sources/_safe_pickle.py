@@ -87,7 +87,8 @@ def safe_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_pickle_module())
     except Refused as exc:
         raise SeriesError(f"{path} asks to unpickle {exc.qualname}, which a training checkpoint never "
-                          "holds; refused without running it (the file may be crafted: check its source)") from None
+                          "holds; refused without running it (the file may be crafted: "
+                          "check its source)") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         raise SeriesError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc}); "
                           "delete it from the cache and run again to download it anew") from None

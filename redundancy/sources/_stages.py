@@ -36,7 +36,8 @@ def sequence(ckpts: list[Checkpoint], order: tuple[str, ...] = (), restart: bool
         group = sorted((c for c in ckpts if c.stage == stage), key=lambda c: c.step)
         for c in group:
             tokens = None if c.tokens is None else c.tokens + (token_offset if restart else 0.0)
-            out.append(replace(c, step=c.step + (step_offset if restart else 0), stage_step=c.step, tokens=tokens))
+            global_step = c.step + (step_offset if restart else 0)
+            out.append(replace(c, step=global_step, stage_step=c.step, tokens=tokens))
         step_offset = out[-1].step + 1
         token_offset = out[-1].tokens if out[-1].tokens is not None else token_offset
     steps = [c.step for c in out]

@@ -7,7 +7,8 @@ from .quantize import quantize  # llmcompressor itself is imported when a model 
 from .results import BASELINE, has_results, open_results, results_table, write_results
 from .speed import SpeedResult, measure_speed, sdr, speedup_range
 
-__all__ = ["StudySettings", "Variant", "plans", "run_study", "evaluate", "evaluate_with_stderr", "preset_tasks",
-           "perplexity", "heldout_perplexity", "BASELINE", "has_results", "open_results", "results_table",
-           "write_results", "SpeedResult", "measure_speed", "sdr", "speedup_range", "quantize"]
+__all__ = ["StudySettings", "Variant", "plans", "run_study", "evaluate", "evaluate_with_stderr",
+           "preset_tasks", "perplexity", "heldout_perplexity", "BASELINE", "has_results", "open_results",
+           "results_table", "write_results", "SpeedResult", "measure_speed", "sdr", "speedup_range",
+           "quantize"]
 

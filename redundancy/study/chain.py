@@ -106,7 +106,8 @@ def _done(results: Path, model: str, step: int, plan: str, ppl_sets: list[str]) 
     if plan not in ds["plan"].values or "tokens_per_s" not in ds or "score" not in ds:
         return False
     row = ds.sel(plan=plan).reindex(model=[model], step=[step])
-    if ppl_sets and ("perplexity" not in ds or not row["perplexity"].reindex(dataset=ppl_sets).notnull().all()):
+    if ppl_sets and ("perplexity" not in ds
+                     or not row["perplexity"].reindex(dataset=ppl_sets).notnull().all()):
         return False
     return bool(row["tokens_per_s"].notnull().all() and row["score"].notnull().all())
 

@@ -33,7 +33,8 @@ _EXTRA_AWQ = {
 def check_group_size(model: nn.Module, group_size: int) -> None:
     """Every quantized Linear's input width must be a multiple of the group size."""
     if group_size < 1:
-        raise RedundancyError(f"--group-size {group_size}: give a positive number of weights per scale (e.g. 128)")
+        raise RedundancyError(f"--group-size {group_size}: give a positive number of weights per scale "
+                              "(e.g. 128)")
     bad = [(n, m.in_features) for n, m in model.named_modules()
            if isinstance(m, nn.Linear) and not n.endswith("lm_head") and m.in_features % group_size]
     bad += [(n, p.shape[-1]) for n, p in model.named_parameters()  # fused experts: (E, out, in)
@@ -48,8 +49,9 @@ def _check_not_fused_experts(model: nn.Module) -> None:
     convert back (seen with llmcompressor 0.14 and transformers 5.17), so it would not reload."""
     fused = next((n for n, p in model.named_parameters() if ".experts." in n and p.dim() == 3), None)
     if fused is not None:
-        raise RedundancyError(f"{type(model).__name__} is a mixture of experts ({fused}): its 4-bit checkpoint "
-                              "would not reload (transformers fuses experts on load); quantize a dense model")
+        raise RedundancyError(f"{type(model).__name__} is a mixture of experts ({fused}): its 4-bit "
+                              "checkpoint would not reload (transformers fuses experts on load); "
+                              "quantize a dense model")
 
 
 def awq_mappings(model: nn.Module) -> list:
@@ -58,7 +60,8 @@ def awq_mappings(model: nn.Module) -> list:
     from llmcompressor.modifiers.transform.awq import AWQMapping, get_layer_mappings_from_model
 
     arch = type(model).__name__
-    pairs = _EXTRA_AWQ.get(arch) or [(m.smooth_layer, m.balance_layers) for m in get_layer_mappings_from_model(model)]
+    pairs = _EXTRA_AWQ.get(arch) or [(m.smooth_layer, m.balance_layers)
+                                     for m in get_layer_mappings_from_model(model)]
     layers_path = family_for(model.config).layers
     modules = dict(model.named_modules())
     out = []
@@ -92,7 +95,8 @@ def recipe(model: nn.Module, method: str, group_size: int, n_grid: int = 20) -> 
     if method == "gptq":
         return [GPTQModifier(config_groups=groups, ignore=["lm_head"])]
     from llmcompressor.modifiers.transform.awq import AWQModifier
-    return [AWQModifier(mappings=awq_mappings(model), n_grid=n_grid), QuantizationModifier(config_groups=groups, ignore=["lm_head"])]
+    return [AWQModifier(mappings=awq_mappings(model), n_grid=n_grid),
+            QuantizationModifier(config_groups=groups, ignore=["lm_head"])]
 
 
 @contextmanager

@@ -64,8 +64,9 @@ def _row(model: str, step: int, plan: str, scores: dict[str, float] | None, spee
     return ds
 
 
-def write_results(path: str | Path, model: str, step: int, plan: str, scores: dict[str, float] | None = None,
-                  speed: dict[str, Any] | None = None, *, kind: str | None = None, n_dropped: int | None = None,
+def write_results(path: str | Path, model: str, step: int, plan: str,
+                  scores: dict[str, float] | None = None, speed: dict[str, Any] | None = None, *,
+                  kind: str | None = None, n_dropped: int | None = None,
                   quant: str = "none", stderr: dict[str, float] | None = None,
                   perplexity: dict[str, float] | None = None) -> xr.Dataset:
     """Add or update one (model, step, plan) row: given values replace stored ones, others are kept.
@@ -73,8 +74,8 @@ def write_results(path: str | Path, model: str, step: int, plan: str, scores: di
     `perplexity`: calibration set -> perplexity on its held-out windows."""
     path = Path(path)
     kind = kind or (BASELINE if plan == BASELINE else "custom")
-    new = _row(model, step, plan, scores, speed, dict(kind=kind, n_dropped=n_dropped or 0, quant=quant), stderr,
-               perplexity)
+    meta = dict(kind=kind, n_dropped=n_dropped or 0, quant=quant)
+    new = _row(model, step, plan, scores, speed, meta, stderr, perplexity)
     with locked(path):
         current = _current(path)
         if current is not None:
@@ -167,8 +168,8 @@ def results_table(ds: xr.Dataset, model: str, step: int, threshold: float = 95.0
     count), task scores, held-out perplexity per set ("ppl SET"), average, % of baseline, speedup
     with its range, gamma, KV cache, and `below` (under `threshold` % of the baseline average)."""
     row = ds.sel(model=model, step=step)
-    cols = [c for c in ("average", "average_stderr", "pct_of_baseline", "speedup", "speedup_low", "speedup_high",
-                        "speedup_noise", "gamma", "kv_cache_bytes") if c in row]
+    cols = [c for c in ("average", "average_stderr", "pct_of_baseline", "speedup", "speedup_low",
+                        "speedup_high", "speedup_noise", "gamma", "kv_cache_bytes") if c in row]
     frame = row["score"].to_pandas() if "score" in row else pd.DataFrame(index=row["plan"].values)
     if "perplexity" in row:  # one column per calibration set: "ppl prose"
         frame = frame.join(row["perplexity"].to_pandas().rename(columns=lambda d: f"ppl {d}"))
@@ -177,8 +178,8 @@ def results_table(ds: xr.Dataset, model: str, step: int, threshold: float = 95.0
     for c in ("kind", "n_dropped", "quant"):
         frame[c] = row[c].to_pandas()
     frame["below"] = frame.get("pct_of_baseline", pd.Series(100.0, index=frame.index)) < threshold
-    frame = frame.dropna(how="all", subset=[c for c in frame.columns
-                                            if c not in ("kind", "n_dropped", "quant", "below", "speedup_noise")])
+    labels = ("kind", "n_dropped", "quant", "below", "speedup_noise")  # not enough to keep a row
+    frame = frame.dropna(how="all", subset=[c for c in frame.columns if c not in labels])
     frame["n_dropped"] = frame["n_dropped"].astype(int)
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
     keys = frame.assign(_b=frame.index != BASELINE, _k=frame["kind"].map(lambda k: rank.get(k, len(rank))),
