@@ -19,12 +19,13 @@ def _row(demo_dir):
 
 def test_dropping_costs_accuracy(demo_dir):
     facts = _row(demo_dir)["score"].sel(task="builtin_facts")
-    assert facts.sel(plan="baseline") > 0.3  # learned: chance is 1/8
-    # the facts are memorised in the MLPs: half the layers, or MLPs, gone and they suffer. (Attention
-    # drops keep them: on this machine Attn-6 scored 46.9 against a 43.8 baseline, 32 items.)
+    # 256 held-out facts, 8-way (chance 1/8, stderr about 0.03). Measured on this machine with the
+    # demo's prose orders: baseline 64.1, Block-2 27.0, Block-4 11.3, MLP-4 30.5, Attn-4 22.3.
+    assert facts.sel(plan="baseline") > 0.5  # learned: over 12 stderrs above chance
+    # the rule is spread over the depth: half the layers, or of the MLPs, gone and it is mostly lost
     for plan in ("Block-4", "MLP-4"):
-        assert facts.sel(plan=plan) < facts.sel(plan="baseline") - 0.05, plan
-    assert facts.sel(plan="Block-2") > facts.sel(plan="Block-4")  # more dropped, less kept
+        assert facts.sel(plan=plan) < facts.sel(plan="baseline") - 0.15, plan
+    assert facts.sel(plan="Block-2") > facts.sel(plan="Block-4") + 0.05  # more dropped, less kept
 
 
 def test_results_hold_speed_kv_cache_and_quantized_plans(demo_dir):
@@ -63,7 +64,7 @@ def test_table_command_prints_and_saves(demo_dir, tmp_path):
     assert r.exit_code == 0, r.output
     frame = pd.read_csv(tmp_path / "t.csv", index_col=0)
     assert list(frame.index[:1]) == ["baseline"] and frame.loc["baseline", "pct_of_baseline"] == 100.0
-    # Block-4 loses the MLP-held facts (test_dropping_costs_accuracy): under 95% of baseline, starred
+    # Block-4 loses most of the facts (test_dropping_costs_accuracy): under 95% of baseline, starred
     assert bool(frame.loc["Block-4", "below"]) and not bool(frame.loc["baseline", "below"])
     md = (tmp_path / "t.md").read_text()
     assert "| Block-4 * |" in md and "| baseline |" in md and "speedup" in md
