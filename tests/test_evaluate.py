@@ -9,6 +9,7 @@ import pytest
 import pandas as pd
 from typer.testing import CliRunner
 
+from redundancy._data import DATA_DIR
 from redundancy.cli import app
 from redundancy.study.results import open_results
 
@@ -89,7 +90,7 @@ def test_standard_errors_are_kept_and_shown(demo_dir):
     """lm-eval's acc_stderr of a mean of n 0/1 outcomes is sqrt(p (1 - p) / (n - 1)) (the sample
     standard deviation over sqrt n); the store keeps it, Table 1 prints it as +-."""
     row = _row(demo_dir)
-    n = sum(1 for line in (Path(__file__).parent.parent / "data/tasks/builtin_facts.jsonl").open() if line.strip())
+    n = sum(1 for line in (DATA_DIR / "tasks" / "builtin_facts.jsonl").open() if line.strip())
     p = row["score"].sel(task="builtin_facts")
     want = np.sqrt(p * (1 - p) / (n - 1))
     np.testing.assert_allclose(row["score_stderr"].sel(task="builtin_facts"), want, rtol=1e-9)

@@ -2,7 +2,7 @@
 the new namings, one repo per step (listed with the hub's model search, paginated), and multi-stage
 histories whose stages restart their step counts.
 
-Names follow the sources in data/series_presets.yaml: Olmo-3-1125-32B card (stage names), SmolLM3
+Names follow the sources in redundancy/data/series_presets.yaml: Olmo-3-1125-32B card (stage names), SmolLM3
 checkpoints README (commit 8007a2c), bigscience/bloom-intermediate card, stanford-crfm/mistral#123,
 LLM360/K2 card, HuggingFaceFW/ablation-model-fineweb-edu card, OpenCoder-1.5B-Base-Checkpoints card,
 TinyLlama-1.1B-intermediate-step-* repo names.

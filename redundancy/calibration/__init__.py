@@ -1,6 +1,6 @@
 """Calibration sets -> fixed, fingerprinted token tensors (n, seq_len).
 
-A set is named in data/calibration_sets.yaml, or given as a local file or folder, or as
+A set is named in redundancy/data/calibration_sets.yaml, or given as a local file or folder, or as
 `hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]` (see _spec.py).
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from . import _corpora
 from ._hub import hub_documents
 from ._packing import PACKING, POOL_FACTOR, fingerprint, pack, pack_heldout, pool_tokens
 
-__all__ = ["CalibrationSet", "Calibration", "CALIBRATION_SETS", "calibration_tokens", "heldout_tokens", "resolve_set"]
+__all__ = ["CalibrationSet", "Calibration", "CALIBRATION_SETS", "calibration_tokens", "heldout_tokens",
+           "resolve_set"]
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,20 @@ def offline_names() -> list[str]:
     return sorted(n for n in CALIBRATION_SETS.names() if CALIBRATION_SETS.get(n).offline)
 
 
+def _hub_set(hub: dict, fields: list[str]) -> Callable[[], Iterator[str]]:
+    """The documents of a registered hub set, streamed when packed."""
+    def documents() -> Iterator[str]:
+        return hub_documents(hub["repo"], hub.get("config"), hub["split"], _row_text(fields), offline_names())
+    return documents
+
+
 def _register_all() -> None:
     for name, s in load_yaml("calibration_sets.yaml").items():
         if "builtin" in s:
             docs, source = getattr(_corpora, s["builtin"]), f"builtin:{s['builtin']}"
         else:
             hub = s["hub"]
-            docs = (lambda hub=hub, s=s: hub_documents(hub["repo"], hub.get("config"), hub["split"],
-                                                       _row_text(s["fields"]), offline_names()))
+            docs = _hub_set(hub, s["fields"])
             source = f"hf:{hub['repo']}:{hub.get('config') or ''}:{hub['split']}:{','.join(s['fields'])}"
         CALIBRATION_SETS.register(name, CalibrationSet(name, s["description"], docs, "builtin" in s, source))
 

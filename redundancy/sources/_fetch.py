@@ -22,7 +22,8 @@ class HubFetcher:
 
     def fetch(self, ckpt: Checkpoint) -> Checkpoint:
         self._check_disk(ckpt)
-        path = self._download(ckpt.repo, ckpt.commit, ckpt.subfolder, wanted(list(ckpt.weight_hashes), ckpt.format))
+        patterns = wanted(list(ckpt.weight_hashes), ckpt.format)
+        path = self._download(ckpt.repo, ckpt.commit, ckpt.subfolder, patterns)
         if ckpt.format == "hf" and not ckpt.has_tokenizer:
             return replace(ckpt, path=path, tokenizer_path=self._borrowed_tokenizer(ckpt))
         if ckpt.format == "megatron":  # tokens seen come from the checkpoint's own args

@@ -1,4 +1,4 @@
-"""Series presets: how a published history names its checkpoints (data/series_presets.yaml)."""
+"""Series presets: how a published history names its checkpoints (redundancy/data/series_presets.yaml)."""
 from __future__ import annotations
 
 import re
@@ -45,7 +45,8 @@ class Preset:
         if groups.get("tokens") is None:
             return step, by_step, stage
         named = float(groups["tokens"]) * self.tokens_unit
-        if by_step is not None and abs(by_step - named) <= 0.5 * self.tokens_unit * _precision(groups["tokens"]):
+        rounding = 0.5 * self.tokens_unit * _precision(groups["tokens"])  # half the name's last digit
+        if by_step is not None and abs(by_step - named) <= rounding:
             return step, by_step, stage
         return step, named, stage
 
@@ -81,7 +82,8 @@ def make_preset(preset: str | None, pattern: str | None, tokens_per_step: float 
                 exposed: str = "branches") -> Preset:
     """A registered preset, or a generic one from a pattern; overrides apply to either."""
     if preset is None and pattern is None:
-        raise SeriesError(f"give --preset ({', '.join(PRESETS.names())}) or --pattern with a (?P<step>...) group")
+        raise SeriesError(f"give --preset ({', '.join(PRESETS.names())}) or --pattern with a "
+                          "(?P<step>...) group")
     if exposed not in EXPOSED:
         raise SeriesError(f"checkpoints are exposed as one of {', '.join(EXPOSED)}, not {exposed!r}")
     base = PRESETS.get(preset) if preset else Preset("custom", exposed, pattern or "")

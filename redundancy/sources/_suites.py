@@ -1,4 +1,5 @@
-"""Suites: several training runs (seeds) of one architecture, scored into one cube (data/suites.yaml).
+"""Suites: several training runs (seeds) of one architecture, scored into one cube
+(redundancy/data/suites.yaml).
 
 Each member is a series of its own (a `model` in the cube) carrying `suite`, `seed` and `seed_kind`,
 which the cube keeps as coordinates along `model`. Built-in suites train builtin:tiny's recipe with
@@ -45,7 +46,8 @@ def _load() -> Registry[Suite]:
     for name, spec in load_yaml("suites.yaml").items():
         members = tuple(Member(**m) for m in spec.get("members", []))
         reg.register(name, Suite(name, members, spec.get("preset"), spec.get("builtin"),
-                                 tuple(spec.get("seeds", ())), spec.get("seed_kind", "seed"), spec.get("recipe", {})))
+                                 tuple(spec.get("seeds", ())), spec.get("seed_kind", "seed"),
+                                 spec.get("recipe", {})))
     return reg
 
 
@@ -88,6 +90,7 @@ def hub_suite(suite: Suite, **hub_args: Any) -> list[Series]:
     from ._crawl import hub_series
 
     if suite.builtin:
-        raise SeriesError(f"suite {suite.name} is built in: score it with `redundancy score suite:{suite.name}`")
+        raise SeriesError(f"suite {suite.name} is built in: score it with "
+                          f"`redundancy score suite:{suite.name}`")
     return [replace(hub_series(m.repo, preset=suite.preset, **hub_args), suite=suite.name, seed=m.seed,
                     seed_kind=m.seed_kind) for m in suite.members]

@@ -13,7 +13,7 @@ Two kinds of lines, each answerable only one way:
   stream than training's. builtin:tiny does not learn it in 300 steps (it scores at chance), so the
   `builtin` preset leaves it out; its lines stay in training as part of the measured recipe.
 
-`task_items(name)` makes the lm-eval items shipped in data/tasks/<name>.jsonl; `write_task_files()`
+`task_items(name)` makes the lm-eval items shipped in redundancy/data/tasks/<name>.jsonl; `write_task_files()`
 rewrites those files, and tests/test_builtin_task.py checks that they match.
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def task_items(name: str) -> list[dict]:
 
 
 def task_jsonl(name: str) -> str:
-    """The text of data/tasks/<name>.jsonl: one item a line."""
+    """The text of redundancy/data/tasks/<name>.jsonl: one item a line."""
     return "".join(json.dumps(item) + "\n" for item in task_items(name))
 
 

@@ -1,6 +1,6 @@
 """`builtin:tiny`: train a small Llama from scratch on CPU, saving log-spaced checkpoints.
 
-Deterministic for a recipe (data/builtin_tiny.yaml), cached under a key derived from it.
+Deterministic for a recipe (redundancy/data/builtin_tiny.yaml), cached under a key derived from it.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import torch
 
+from .._atomic import atomic_dir, locked
 from .._data import load_yaml
 from ..calibration import _corpora
-from .._atomic import atomic_dir, locked
 from ._task import task_documents
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)

@@ -15,7 +15,7 @@ TASKS_DIR = DATA_DIR / "tasks"
 
 
 def preset_tasks(preset: str) -> dict[str, dict[str, Any]]:
-    """task -> {shots, metric} for a preset in data/tasks/presets.yaml."""
+    """task -> {shots, metric} for a preset in redundancy/data/tasks/presets.yaml."""
     presets = load_yaml("tasks/presets.yaml")
     if preset not in presets:
         raise NotFoundError(f"unknown evaluation preset {preset!r}; known: {', '.join(presets)}")
@@ -74,8 +74,8 @@ def _check_known(names: list[str], manager: Any) -> None:
     for name in names:
         if name not in known:
             near = difflib.get_close_matches(name, sorted(known), n=3)
-            raise NotFoundError(f"lm-eval knows no task {name!r}" + (f"; did you mean {', '.join(near)}?" if near else
-                                "; list them with `lm-eval ls tasks`"))
+            hint = f"; did you mean {', '.join(near)}?" if near else "; list them with `lm-eval ls tasks`"
+            raise NotFoundError(f"lm-eval knows no task {name!r}{hint}")
 
 
 @lru_cache(maxsize=2)
