@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from _models import tiny_model
-from conftest import make_tokenizer
 from redundancy.calibration import calibration_tokens, heldout_tokens
 from redundancy.errors import CalibrationError
 from redundancy.study.perplexity import perplexity
 from redundancy.study.results import open_results, results_table, write_results
+
+from _models import tiny_model
+from conftest import make_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,8 @@ def tok():
 def notes(tmp_path_factory):
     """A local set of 400 distinct lines, so every window of its stream is unique."""
     path = tmp_path_factory.mktemp("set") / "notes.jsonl"
-    lines = [json.dumps({"text": f"Note {i}: the value of item {i * 7 % 113} is {i * i % 97}."}) for i in range(400)]
+    lines = [json.dumps({"text": f"Note {i}: the value of item {i * 7 % 113} is {i * i % 97}."})
+             for i in range(400)]
     path.write_text("\n".join(lines) + "\n")
     return path
 

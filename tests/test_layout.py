@@ -67,6 +67,7 @@ def test_no_import_cycle():
 
 
 def test_the_cli_and_package_import_without_torch():
-    code = "import sys, redundancy, redundancy.cli; print(sorted(m for m in ('torch', 'xarray') if m in sys.modules))"
+    code = ("import sys, redundancy, redundancy.cli; "
+            "print(sorted(m for m in ('torch', 'xarray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

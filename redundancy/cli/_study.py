@@ -94,13 +94,16 @@ def curves(results: Path, model: str, step: int, dataset: str, path: Path) -> li
 def table_command(results: Path, model: str | None, step: int | None, out: Path | None) -> pd.DataFrame:
     """Print the Table 1 of one (model, step) (default: the only model, its last step); save CSV +
     Markdown."""
+    from rich.console import Console
+
     from ._table import markdown, rich_table
 
     ds = open_results(results)
     model = model or _only(ds, "model")
     step = step if step is not None else int(ds.sel(model=model)["step"].values[-1])
     frame = results_table(ds, model, step)
-    console.print(rich_table(frame, f"{model}, step {step} (* under 95% of baseline)"))
+    table, width = rich_table(frame, f"{model}, step {step} (* under 95% of baseline)")
+    Console(stderr=True, width=max(width, console.width)).print(table)  # every cell whole
     if out is not None:
         from .._atomic import atomic_file
         atomic_file(out.with_suffix(".csv"), frame.to_csv())

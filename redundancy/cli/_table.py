@@ -43,12 +43,15 @@ def _fmt(v: float, digits: int) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
-def rich_table(frame: pd.DataFrame, title: str) -> Table:
+def rich_table(frame: pd.DataFrame, title: str) -> tuple[Table, int]:
+    """The table, and the width it needs to print every cell whole (a log or a narrow terminal
+    would otherwise cut "Block-4 *" to "Bloc…")."""
     header, rows = cells(frame)
     table = Table(*header, title=title)
     for row, below in zip(rows, frame["below"]):
         table.add_row(*row, style="red" if below else None)
-    return table
+    widths = [max(len(c) for c in column) for column in zip(header, *rows)]
+    return table, sum(widths) + 3 * len(widths) + 1  # a space each side of a cell, one border each
 
 
 def markdown(frame: pd.DataFrame, title: str) -> str:
