@@ -111,7 +111,7 @@ _ROLES = {
                  "mlp": (_H, ("hook_resid_pre", "hook_mlp_out"), ("hook_mlp_out",), ("mlp.hook_in",))},
 }
 _STATS = (("xy", 0, 1), ("xx", 0, 0), ("yy", 1, 1), ("ff", 2, 2), ("uf", 3, 2), ("uu", 3, 3))
-_WEIGHTS: dict[tuple[str, torch.device], torch.Tensor] = {}
+_WEIGHTS: dict[tuple[str, torch.device], torch.Tensor] = {}  # bounded: residual forms x devices
 
 
 def _stat_weights(residual: str, device: torch.device) -> torch.Tensor:

@@ -49,7 +49,7 @@ class StandIn:
         return f"{type(self).__qualname__}({', '.join(map(repr, self.args))})"
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=1024)  # one class per megatron.* name a file asks for: a checkpoint has a few
 def _stand_in(module: str, name: str) -> type:
     return type(name, (StandIn,), {"__module__": module, "__qualname__": f"{module}.{name}"})
 
