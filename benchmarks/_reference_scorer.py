@@ -34,6 +34,7 @@ def module_taps(family: Family) -> dict[str, tuple[Tap, Tap, bool]]:
 
 
 def _to_host(x: Any) -> torch.Tensor:
+    """A module's output (or its first element, for tuples) copied to the host, as research scripts do."""
     x = x[0] if isinstance(x, (tuple, list)) else x
     return x.detach().cpu()
 
@@ -49,11 +50,13 @@ def _register(layer: nn.Module, tap: Tap, store: list[torch.Tensor]) -> Any:
     return module.register_forward_hook(lambda _m, _args, out: store.append(_to_host(out)))
 
 
-def _capture(model: nn.Module, input_ids: torch.Tensor, taps: tuple[Tap, Tap]) -> list[list[list[torch.Tensor]]]:
+def _capture(model: nn.Module, input_ids: torch.Tensor,
+             taps: tuple[Tap, Tap]) -> list[list[list[torch.Tensor]]]:
     """One pass over the samples, batch size 1: per layer, per tap, one host tensor per sample."""
     layers = get_path(model, family_for(model.config).layers)
     stores = [[[], []] for _ in layers]
-    handles = [_register(layer, tap, stores[i][k]) for i, layer in enumerate(layers) for k, tap in enumerate(taps)]
+    handles = [_register(layer, tap, stores[i][k])
+               for i, layer in enumerate(layers) for k, tap in enumerate(taps)]
     try:
         with torch.no_grad():
             for i in range(input_ids.shape[0]):

@@ -16,18 +16,19 @@ largest gap between the reference's and the scorer's per-layer importance (a cor
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple, Optional
 
 import torch
-from _reference_scorer import MODULES, reference_importance
+import typer
 
 import redundancy as rd
 from redundancy.pipeline import DTYPES
+
+from _reference_scorer import MODULES, reference_importance
 
 _7B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32}
 _SMALL = {"hidden_size": 1024, "num_hidden_layers": 8, "num_attention_heads": 16}
@@ -52,37 +53,43 @@ FULL, TRUNK, SCORER, REFERENCE = ("plain forward (full model)", "plain forward (
                                   "scorer (3 modules x 4 metrics)", "reference (batch 1, 3 passes, host)")
 CHECKED = "scorer, self-checked first batch"
 
+# The options' choices, from the tables above (typer checks them and lists them in --help)
+PresetName = Literal[("tiny", *PRESETS)]
+FamilyName = Literal[tuple(FAMILY_PRESETS)]
+DtypeName = Literal[tuple(DTYPES)]
+
+
+class Options(NamedTuple):
+    """The command line's settings, as the functions below read them."""
+    preset: str
+    family: Optional[str]
+    all_families: bool
+    size: str
+    device: str
+    dtype: str
+    seq_len: int
+    batch: int
+    repeats: int
+    samples_per_checkpoint: int
+    reference_repeats: int
+
 
 class Contender(NamedTuple):
+    """One timed call: `fn` run `warmup` times untimed, then `repeats` times timed."""
     fn: Callable[[], object]
     repeats: int
     warmup: int = 2
 
 
-def _args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="tiny", choices=["tiny", *PRESETS])
-    ap.add_argument("--family", choices=list(FAMILY_PRESETS), help="overrides --preset; see --size")
-    ap.add_argument("--all-families", action="store_true", help="llama, neox, olmo2 in sequence, at --size")
-    ap.add_argument("--size", default="small", choices=["small", "7b"], help="with --family/--all-families")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--samples-per-checkpoint", type=int, default=1024,
-                    help="windows scored per checkpoint (the study: 256 x 4 calibration sets)")
-    ap.add_argument("--reference-repeats", type=int, default=3, help="the reference procedure is slow")
-    return ap.parse_args()
-
-
-def _presets(a: argparse.Namespace) -> list[str]:
+def _presets(a: Options) -> list[str]:
+    """The presets to run, in order: --all-families, else --family at --size, else --preset."""
     if a.all_families:
         return [sizes[a.size] for sizes in FAMILY_PRESETS.values()]
     return [FAMILY_PRESETS[a.family][a.size]] if a.family else [a.preset]
 
 
-def _model(preset: str, device: str, dtype: str):
+def _model(preset: str, device: str, dtype: str) -> torch.nn.Module:
+    """builtin:tiny's final checkpoint, or a random-weight model of the preset's shape, in eval mode."""
     if preset == "tiny":
         ckpt = rd.open_series("builtin:tiny").checkpoints[-1]
         model, _ = rd.load_checkpoint(ckpt, device, dtype)
@@ -95,6 +102,7 @@ def _model(preset: str, device: str, dtype: str):
 
 
 def _sync(device: str) -> Callable[[], None]:
+    """What waits for the device's queued work (CUDA runs asynchronously; CPU calls return when done)."""
     return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
 
@@ -117,7 +125,7 @@ def _time_all(runs: dict[str, Contender], device: str) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _contenders(model, ids: torch.Tensor, a: argparse.Namespace, last: dict) -> dict[str, Contender]:
+def _contenders(model: torch.nn.Module, ids: torch.Tensor, a: Options, last: dict) -> dict[str, Contender]:
     """The four contenders on the same model and tokens; the scores of the last calls go to `last`."""
     scorer = rd.Scorer(model)
     importance = scorer.metric_names.index("importance")
@@ -138,7 +146,8 @@ def _contenders(model, ids: torch.Tensor, a: argparse.Namespace, last: dict) -> 
             REFERENCE: Contender(reference, a.reference_repeats, warmup=1)}
 
 
-def _report(preset: str, model, secs: dict[str, float], a: argparse.Namespace) -> None:
+def _report(preset: str, model: torch.nn.Module, secs: dict[str, float], a: Options) -> None:
+    """Print tokens/s per contender, the ratios to the full forward, and the self-check's share."""
     n_tok = a.batch * a.seq_len
     base = secs[FULL]
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
@@ -149,8 +158,14 @@ def _report(preset: str, model, secs: dict[str, float], a: argparse.Namespace) -
     print(f"  scorer / trunk forward: {secs[SCORER] / secs[TRUNK]:.2f}x   "
           f"scorer / full forward: {secs[SCORER] / base:.2f}x   "
           f"reference / full forward: {secs[REFERENCE] / base:.2f}x")
-    print(f"  reference / scorer: {secs[REFERENCE] / secs[SCORER]:.1f}x (the scorer's speedup over the reference)")
-    batches = -(-a.samples_per_checkpoint // a.batch)
+    print(f"  reference / scorer: {secs[REFERENCE] / secs[SCORER]:.1f}x "
+          "(the scorer's speedup over the reference)")
+    _report_self_check(secs, a)
+
+
+def _report_self_check(secs: dict[str, float], a: Options) -> None:
+    """Print the self-check's cost: its batch against a plain one, and its share of a checkpoint."""
+    batches = -(-a.samples_per_checkpoint // a.batch)  # ceil: the last batch may be short
     extra = max(secs[CHECKED] - secs[SCORER], 0.0)
     print(f"  self-check: the checked batch costs {secs[CHECKED] / secs[SCORER]:.2f}x a plain one; once per "
           f"checkpoint of {a.samples_per_checkpoint} samples ({batches} batches): "
@@ -167,11 +182,11 @@ def _check(last: dict) -> float:
     return float(gap[0])
 
 
-def bench(preset: str, a: argparse.Namespace) -> dict[str, float]:
+def bench(preset: str, a: Options) -> dict[str, float]:
     """Build the model, time the contenders, report; return the timings and the block gap."""
     torch.manual_seed(0)
     model = _model(preset, a.device, a.dtype)
-    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq_len), device=a.device)
+    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.seq_len), device=a.device)  # (B, T)
     last: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
         secs = _time_all(_contenders(model, ids, a, last), a.device)
@@ -180,15 +195,17 @@ def bench(preset: str, a: argparse.Namespace) -> dict[str, float]:
 
 
 def _summary(results: dict[str, dict[str, float]]) -> None:
+    """One line per preset: the ratios of median times, and the reference's largest block gap."""
     print("summary (ratios of median times):")
-    print(f"  {'preset':<14} {'scorer/full':>12} {'reference/full':>15} {'reference/scorer':>17} {'block gap':>10}")
+    print(f"  {'preset':<14} {'scorer/full':>12} {'reference/full':>15} {'reference/scorer':>17} "
+          f"{'block gap':>10}")
     for preset, r in results.items():
         print(f"  {preset:<14} {r[SCORER] / r[FULL]:>11.2f}x {r[REFERENCE] / r[FULL]:>14.2f}x "
               f"{r[REFERENCE] / r[SCORER]:>16.1f}x {r['block gap']:>10.1e}")
 
 
-def main() -> None:
-    a = _args()
+def run(a: Options) -> None:
+    """Bench each preset in turn, freeing its memory before the next; a summary when several."""
     results = {}
     for preset in _presets(a):
         results[preset] = bench(preset, a)
@@ -199,5 +216,27 @@ def main() -> None:
         _summary(results)
 
 
+app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.command(help=" ".join(__doc__.split("\n\n")[0].split()))
+def main(preset: PresetName = typer.Option("tiny", help="builtin:tiny (final step) or a random shape"),
+         family: Optional[FamilyName] = typer.Option(None, help="overrides --preset; see --size"),
+         all_families: bool = typer.Option(False, "--all-families",
+                                           help="llama, neox, olmo2 in sequence, at --size"),
+         size: Literal["small", "7b"] = typer.Option("small", help="with --family/--all-families"),
+         device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+         dtype: DtypeName = typer.Option("float32", help="weights and activations"),
+         seq_len: int = typer.Option(128, help="tokens per sequence"),
+         batch: int = typer.Option(8, help="sequences per forward pass"),
+         repeats: int = typer.Option(30, help="timed calls per contender (the median is printed)"),
+         samples_per_checkpoint: int = typer.Option(
+             1024, help="windows scored per checkpoint (the study: 256 x 4 calibration sets)"),
+         reference_repeats: int = typer.Option(3, help="the reference procedure is slow")) -> None:
+    """The command line: every option into `Options`, then `run`."""
+    run(Options(preset, family, all_families, size, device, dtype, seq_len, batch, repeats,
+                samples_per_checkpoint, reference_repeats))
+
+
 if __name__ == "__main__":
-    main()
+    app()
