@@ -75,5 +75,6 @@ def test_recall_items_ask_the_next_word_of_the_list():
 
 
 def test_the_builtin_preset_averages_the_learned_task():
-    """builtin_recall is shipped but left out: builtin:tiny scores it at chance (redundancy/data/tasks/presets.yaml)."""
+    """builtin_recall is shipped but left out: builtin:tiny scores it at chance
+    (redundancy/data/tasks/presets.yaml)."""
     assert set(load_yaml("tasks/presets.yaml")["builtin"]) == {"builtin_facts"}

@@ -2,11 +2,9 @@
 store holds speed and KV cache, and `redundancy table` prints and saves Table 1."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from redundancy._data import DATA_DIR
@@ -18,6 +16,7 @@ def _row(demo_dir):
     return open_results(demo_dir / "study" / "results.zarr").sel(model="builtin:tiny", step=300)
 
 
+@pytest.mark.slow  # the demo fixture: trains, evaluates, quantizes
 def test_dropping_costs_accuracy(demo_dir):
     facts = _row(demo_dir)["score"].sel(task="builtin_facts")
     # 256 held-out facts, 8-way (chance 1/8, stderr about 0.03). Measured on this machine with the
@@ -29,6 +28,7 @@ def test_dropping_costs_accuracy(demo_dir):
     assert facts.sel(plan="Block-2") > facts.sel(plan="Block-4") + 0.05  # more dropped, less kept
 
 
+@pytest.mark.slow  # the demo fixture: trains, evaluates, quantizes
 def test_results_hold_speed_kv_cache_and_quantized_plans(demo_dir):
     row = _row(demo_dir)
     kv = row["kv_cache_bytes"]
@@ -60,8 +60,10 @@ def test_gamma_as_the_study_defines_it(tmp_path):
     assert row["gamma"].sel(plan="MLP-8").isnull() and row["n_dropped"].sel(plan="MLP-8") == 8
 
 
+@pytest.mark.slow  # the demo fixture: trains, evaluates, quantizes
 def test_table_command_prints_and_saves(demo_dir, tmp_path):
-    r = CliRunner().invoke(app, ["table", str(demo_dir / "study" / "results.zarr"), "--out", str(tmp_path / "t")])
+    store = demo_dir / "study" / "results.zarr"
+    r = CliRunner().invoke(app, ["table", str(store), "--out", str(tmp_path / "t")])
     assert r.exit_code == 0, r.output
     frame = pd.read_csv(tmp_path / "t.csv", index_col=0)
     assert list(frame.index[:1]) == ["baseline"] and frame.loc["baseline", "pct_of_baseline"] == 100.0
@@ -86,6 +88,7 @@ def test_table_of_a_missing_store_is_one_line(tmp_path):
     assert r.exit_code == 1 and "is not a results store" in r.output
 
 
+@pytest.mark.slow  # the demo fixture: trains, evaluates, quantizes
 def test_standard_errors_are_kept_and_shown(demo_dir):
     """lm-eval's acc_stderr of a mean of n 0/1 outcomes is sqrt(p (1 - p) / (n - 1)) (the sample
     standard deviation over sqrt n); the store keeps it, Table 1 prints it as +-."""
@@ -100,10 +103,13 @@ def test_standard_errors_are_kept_and_shown(demo_dir):
 
 def test_average_stderr_by_hand(tmp_path):
     from redundancy.study.results import write_results
-    ds = write_results(tmp_path / "r.zarr", "m", 0, "baseline", {"a": 0.5, "b": 0.7}, stderr={"a": 0.03, "b": 0.04})
-    assert float(ds["average_stderr"].sel(model="m", step=0, plan="baseline")) == pytest.approx(0.025)  # sqrt(.0025)/2
+    ds = write_results(tmp_path / "r.zarr", "m", 0, "baseline", {"a": 0.5, "b": 0.7},
+                       stderr={"a": 0.03, "b": 0.04})
+    se = float(ds["average_stderr"].sel(model="m", step=0, plan="baseline"))
+    assert se == pytest.approx(0.025)  # sqrt(0.03^2 + 0.04^2) / 2 = sqrt(0.0025) / 2
 
 
+@pytest.mark.slow  # the demo fixture: trains, evaluates, quantizes
 def test_heldout_perplexity_of_every_plan(demo_dir):
     """Every plan's perplexity on held-out windows of each of the cube's sets (windows after the
     scoring pool: tests/test_heldout.py); dropping half the blocks raises it, and Table 1 shows it."""
