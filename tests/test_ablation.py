@@ -9,8 +9,6 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from _models import CONFIGS, tiny_model
-from conftest import make_tokenizer
 from redundancy import open_cube
 from redundancy.cli import app
 from redundancy.drop import DropPlan, materialize
@@ -18,6 +16,9 @@ from redundancy.errors import UnsupportedFamilyError
 from redundancy.families import family_for
 from redundancy.scoring import Scorer, score_layerwise
 from redundancy.scoring._ablation import ablate
+
+from _models import CONFIGS, tiny_model
+from conftest import make_tokenizer
 
 IDS = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(3))
 

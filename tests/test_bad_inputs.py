@@ -14,6 +14,8 @@ import pytest
 from _models import tiny_model
 from conftest import make_tokenizer
 
+pytestmark = pytest.mark.slow  # every bad input runs the CLI in a subprocess
+
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4"]
 
 

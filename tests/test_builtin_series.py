@@ -5,11 +5,15 @@ import copy
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
+
 from redundancy.sources import open_series
 from redundancy.sources._local import local_checkpoints
 from redundancy.sources._tiny import build_tiny_series, default_recipe
+
+pytestmark = pytest.mark.slow  # the demo fixture: trains builtin:tiny, evaluates, quantizes
 
 
 def _small_recipe() -> dict:

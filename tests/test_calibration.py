@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tokenizer
 from redundancy import CALIBRATION_SETS, calibration_tokens
 from redundancy.calibration._packing import fingerprint, pack
 from redundancy.errors import CalibrationError, NotFoundError
+
+from conftest import make_tokenizer
 
 
 @pytest.fixture(scope="module")

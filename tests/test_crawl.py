@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from redundancy import open_cube
+from redundancy.cli import app
+from redundancy.cube import CubeStore
+
 from _fakehub import FakeHub
 from _megatron_writer import write_megatron
 from _models import tiny_model
 from conftest import make_tokenizer
-from redundancy import open_cube
-from redundancy.cli import app
-from redundancy.cube import CubeStore
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
 NAMES = {  # preset -> (repo, branch names); the last name's weights are copied into "main"
@@ -104,6 +105,7 @@ def test_crawl_equals_local_scoring(hub_root, env):
     assert [r.commit_hash for repo in scan_cache_dir(env / "hfcache").repos for r in repo.revisions] == []
 
 
+@pytest.mark.slow  # starts Ray
 def test_crawl_on_ray_workers_equals_the_local_crawl(hub_root, env):
     """--executor ray: each worker downloads and scores its own checkpoints from the (local) hub."""
     with FakeHub(hub_root) as hub:
@@ -154,6 +156,7 @@ def test_selection(hub_root, env):
         assert code == 1 and "no checkpoint at step 3" in out
 
 
+@pytest.mark.slow  # kills a crawl subprocess
 def test_killed_crawl_resumes_and_offline_works_from_cache(hub_root, env):
     with FakeHub(hub_root) as hub:
         cmd = [sys.executable, "-m", "redundancy.cli", "crawl", "LLM360/Amber-tiny", "--preset", "amber",

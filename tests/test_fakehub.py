@@ -103,6 +103,7 @@ def commit_of(api: HfApi, branch: str) -> str:
     return api.model_info(REPO, revision=branch).sha
 
 
+@pytest.mark.slow  # an offline client subprocess
 def test_download_snapshot_and_offline_cache(root, tmp_path):
     cache = tmp_path / "cache"
     with FakeHub(root) as hub:

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from _models import ALIASES, CONFIGS, tiny_model
 from redundancy.errors import UnsupportedFamilyError
 from redundancy.families import FAMILIES, family_for
 from redundancy.scoring import MODULES, Scorer
+
+from _models import ALIASES, CONFIGS, tiny_model
 
 METRICS = ["importance", "importance_no_residual", "angular_distance", "relative_magnitude"]
 

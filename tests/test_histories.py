@@ -9,7 +9,6 @@ TinyLlama-1.1B-intermediate-step-* repo names.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -18,11 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 import analyses
+from redundancy import open_cube
+from redundancy.cli import app
+
 from _fakehub import FakeHub
 from _models import tiny_model
 from conftest import shared_tokenizer as make_tokenizer
-from redundancy import open_cube
-from redundancy.cli import app
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
 NAMINGS = {  # preset -> (repo, branch names, expected (step, stage) in order)

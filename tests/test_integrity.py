@@ -16,11 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 import analyses
+from redundancy import open_cube
+from redundancy.cli import app
+
 from _fakehub import FakeHub
 from _models import tiny_model
 from conftest import shared_tokenizer as make_tokenizer
-from redundancy import open_cube
-from redundancy.cli import app
 
 REPO = "EleutherAI/pythia-flawed"
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]

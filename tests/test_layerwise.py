@@ -20,11 +20,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from _models import CONFIGS, tiny_model
 from redundancy.errors import SeriesError, UnsupportedFamilyError
 from redundancy.families import family_for
 from redundancy.scoring import Scorer
 from redundancy.scoring._layerwise import score_layerwise
+
+from _models import CONFIGS, tiny_model
 
 METRICS = ["importance", "importance_no_residual", "angular_distance", "relative_magnitude"]
 IDS = torch.randint(0, 256, (5, 48), generator=torch.Generator().manual_seed(1))
@@ -118,6 +119,7 @@ print(json.dumps(dict(layerwise=layerwise, full=growth(lambda: full(big)))))
 """
 
 
+@pytest.mark.slow  # a measuring subprocess
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc")
 def test_peak_memory_stays_under_a_third_of_the_model(tmp_path):
     big = _save(tiny_model("llama", layers=12, hidden=512), tmp_path / "big", max_shard_size="50MB")

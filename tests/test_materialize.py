@@ -9,12 +9,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from _models import CONFIGS, tiny_model
-from conftest import make_tokenizer
 from redundancy.drop import DropPlan, load_dropped, materialize
 from redundancy.errors import RedundancyError
 from redundancy.families import family_for
 from redundancy.scoring._masks import runtime_drop
+
+from _models import CONFIGS, tiny_model
+from conftest import make_tokenizer
 
 IDS = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(0))
 
@@ -115,6 +116,7 @@ def test_bad_plans(tok, tmp_path):
 
 def test_drop_cli_from_a_stored_order(local_series, tmp_path):
     from typer.testing import CliRunner
+
     from redundancy import open_cube
     from redundancy.cli import app
     store = tmp_path / "c.zarr"

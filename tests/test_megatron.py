@@ -14,12 +14,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from _megatron_writer import write_megatron
-from _models import tiny_model
-from conftest import make_tokenizer
 from redundancy.errors import SeriesError
 from redundancy.sources._megatron import convert_megatron, load_ranks
 from redundancy.sources._safe_pickle import StandIn
+
+from _megatron_writer import write_megatron
+from _models import tiny_model
+from conftest import make_tokenizer
 
 
 def test_megatron_is_not_importable():

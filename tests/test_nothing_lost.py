@@ -42,6 +42,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two writer processes
 def test_two_writers_keep_all_rows(tmp_path):
     store = tmp_path / "results.zarr"
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store), tag, "20"], stdout=subprocess.PIPE,
@@ -52,6 +53,7 @@ def test_two_writers_keep_all_rows(tmp_path):
     assert plans == set(outs[0]) | set(outs[1]) and len(plans) == 40
 
 
+@pytest.mark.slow  # forked writers killed
 def test_sigkill_during_writes_keeps_confirmed_rows(tmp_path):
     store, log = tmp_path / "results.zarr", tmp_path / "confirmed.txt"
     r = subprocess.run([sys.executable, "-c", KILLER, str(store), str(log), "20"], capture_output=True,
@@ -68,6 +70,7 @@ def test_sigkill_during_writes_keeps_confirmed_rows(tmp_path):
 def test_old_single_group_layout_is_read_and_converted(tmp_path):
     """Stores written before the versioned layout (a zarr group at the store's path) keep their rows."""
     import xarray as xr
+
     from redundancy.study.results import _objects, _row
     store = tmp_path / "old.zarr"
     _objects(_row("m", 0, "baseline", {"task": 0.5}, None, dict(kind="baseline", n_dropped=0, quant="none"))).to_zarr(
@@ -105,6 +108,7 @@ def test_drop_refuses_an_existing_out_unless_overwrite(local_series, tmp_path):
     assert not (out / "keep.txt").exists() and json.loads((out / "config.json").read_text())["drop_attn_list"] == [1]
 
 
+@pytest.mark.slow  # a drop subprocess killed
 def test_killed_drop_leaves_nothing_loadable(local_series, tmp_path):
     """SIGKILL while the dropped checkpoint is being saved: no `out`, and the half-written folder is refused."""
     from redundancy.drop import load_any
@@ -131,6 +135,7 @@ def test_killed_drop_leaves_nothing_loadable(local_series, tmp_path):
 def test_damaged_cell_is_reported_and_rescored(local_series, tmp_path):
     """Chunks deleted from a finished cell: `check` lists it, the next run rescores it to the same values."""
     import numpy as np
+
     from redundancy import open_cube
     store = tmp_path / "cube.zarr"
     fast = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4"]

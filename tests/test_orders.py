@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from _models import tiny_model
 from redundancy import Scorer, open_cube
 from redundancy.drop import iterative_order
 from redundancy.scoring._masks import runtime_drop
+
+from _models import tiny_model
 
 
 def test_iterative_by_hand():
@@ -26,6 +27,7 @@ def test_iterative_by_hand():
 
 def test_order_cli_stores_both_strategies(local_series, tmp_path):
     from typer.testing import CliRunner
+
     from redundancy.cli import app
     out = str(tmp_path / "c.zarr")
     fast = ["--samples", "4", "--seq-len", "32", "--batch-size", "4", "-d", "math"]

@@ -18,8 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from _fakehub import FakeHub
 from redundancy import open_cube
+
+from _fakehub import FakeHub
+
+pytestmark = pytest.mark.slow  # runs the CLI in subprocesses
 
 FAST = ["--samples", "4", "--seq-len", "32", "--batch-size", "4"]
 WORDS = "the of and to in is was for on that with by as at from layer model drop".split()

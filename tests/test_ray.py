@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from redundancy.pipeline import Events, Fetcher, ScoreSettings, score_series
-from redundancy.pipeline.ray_executor import ray_cluster, score_series_ray
 from redundancy.cube import CubeStore
 from redundancy.errors import CalibrationError, RedundancyError, StoreError
+from redundancy.pipeline import Events, Fetcher, ScoreSettings, score_series
+from redundancy.pipeline.ray_executor import ray_cluster, score_series_ray
 from redundancy.sources import Series, open_series
+
+pytestmark = pytest.mark.slow  # starts a Ray cluster
 
 ray = pytest.importorskip("ray")
 

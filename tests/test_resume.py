@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_series
 from redundancy import open_cube
 from redundancy.cube import CubeStore
+
+from conftest import write_series
+
+pytestmark = pytest.mark.slow  # kills a scoring subprocess mid-run
 
 ARGS = ["-d", "math", "-d", "code", "--samples", "24", "--seq-len", "128", "--batch-size", "4"]
 

@@ -11,11 +11,12 @@ import xarray as xr
 from typer.testing import CliRunner
 
 import analyses
+from redundancy import open_cube
+from redundancy.cli import app
+
 from _fakehub import FakeHub
 from _models import tiny_model
 from conftest import make_tokenizer
-from redundancy import open_cube
-from redundancy.cli import app
 
 # runs a, b, c at steps 0, 10, 20 over 4 layers
 VALUES = [[[0.1, 0.4, 0.2, 0.3], [0.5, 0.1, 0.3, 0.2], [0.5, 0.1, 0.3, 0.2]],
@@ -52,6 +53,7 @@ def test_first_step_the_seeds_agree_by_hand(scores):
     assert np.isnan(float(analyses.first_step_seeds_agree(scores, k=1)))
 
 
+@pytest.mark.slow  # the demo fixture
 def test_builtin_suite_is_one_cube(demo_dir):
     cube = open_cube(demo_dir / "suite.zarr")
     assert cube["model"].values.tolist() == [f"builtin:tiny-seed{s}" for s in (0, 1, 2)]

@@ -8,13 +8,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from _models import CONFIGS, tiny_model
 from redundancy.cli import app
 from redundancy.errors import SelfCheckError
 from redundancy.families import FAMILIES, family_for
 from redundancy.scoring import Scorer, score_layerwise
 from redundancy.scoring._hooks import residual_hooks
 from redundancy.scoring._selfcheck import layer_deviation, tolerance
+
+from _models import CONFIGS, tiny_model
 
 IDS = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
 

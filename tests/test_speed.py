@@ -7,10 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from _models import tiny_model
-from conftest import make_tokenizer
 from redundancy.drop import DropPlan, materialize
 from redundancy.study.speed import measure_speed, sdr, speedup_range
+
+from _models import tiny_model
+from conftest import make_tokenizer
 
 
 def test_kv_cache_scales_with_kept_attention(tmp_path):
