@@ -62,7 +62,9 @@ class Branch:
         self.name = name
         self.files = {p.relative_to(folder).as_posix(): Blob.read(p)
                       for p in sorted(folder.rglob("*")) if p.is_file()}
-        dirs = {"/".join(parts[:i]) for f in self.files for parts in [f.split("/")] for i in range(1, len(parts))}
+        dirs = {
+            "/".join(parts[:i]) for f in self.files for parts in [f.split("/")] for i in range(1, len(parts))
+        }
         self.folders = {d: self._tree_id(d) for d in sorted(dirs)}
         self.commit = hashlib.sha1(name.encode() + self._tree_id("").encode()).hexdigest()
 
@@ -90,7 +92,8 @@ class Repo:
     def branch(self, revision: str) -> Branch:
         """The branch named `revision`, or whose commit is `revision`."""
         found = self.branches.get(revision) or next(
-            (b for b in self.branches.values() if b.commit == revision), None)
+            (b for b in self.branches.values() if b.commit == revision), None
+        )
         if found is None:
             raise HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return found
@@ -117,23 +120,50 @@ def _tree(branch: Branch, folder: str, recursive: bool, expand: bool) -> list[di
     if folder and folder not in branch.folders:
         raise HubError(404, "EntryNotFound", f"{folder} does not exist on {branch.name}", branch.commit)
     prefix = folder + "/" if folder else ""
-    paths = [p for p in sorted([*branch.folders, *branch.files]) if p.startswith(prefix)
-             and (recursive or "/" not in p[len(prefix):])]
+    paths = [
+        p
+        for p in sorted([*branch.folders, *branch.files])
+        if p.startswith(prefix) and (recursive or "/" not in p[len(prefix) :])
+    ]
     return [_entry(branch, p, expand) for p in paths]
 
 
 def _model_info(repo: Repo, branch: Branch) -> dict:
-    siblings = [{"rfilename": p, "size": b.size, "blobId": b.oid,
-                 **({"lfs": {"sha256": b.sha256, "size": b.size, "pointerSize": b.pointer_size}} if b.sha256 else {})}
-                for p, b in branch.files.items()]
-    return {"_id": repo.id, "id": repo.id, "modelId": repo.id, "author": repo.id.split("/")[0],
-            "sha": branch.commit, "private": False, "gated": "auto" if repo.gated else False, "disabled": False,
-            "lastModified": DATE, "createdAt": DATE, "tags": [], "downloads": 0, "likes": 0, "siblings": siblings}
+    siblings = [
+        {
+            "rfilename": p,
+            "size": b.size,
+            "blobId": b.oid,
+            **(
+                {"lfs": {"sha256": b.sha256, "size": b.size, "pointerSize": b.pointer_size}}
+                if b.sha256
+                else {}
+            ),
+        }
+        for p, b in branch.files.items()
+    ]
+    return {
+        "_id": repo.id,
+        "id": repo.id,
+        "modelId": repo.id,
+        "author": repo.id.split("/")[0],
+        "sha": branch.commit,
+        "private": False,
+        "gated": "auto" if repo.gated else False,
+        "disabled": False,
+        "lastModified": DATE,
+        "createdAt": DATE,
+        "tags": [],
+        "downloads": 0,
+        "likes": 0,
+        "siblings": siblings,
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes /api/models/<org>/<name>/... and /<org>/<name>/resolve/<rev>/<file>. HTTP/1.0: one request
     per connection, so no keep-alive connection outlives its server."""
+
     hub: "FakeHub"
 
     def log_message(self, *args) -> None:  # quiet
@@ -158,8 +188,9 @@ class _Handler(BaseHTTPRequestHandler):
             if len(parts) >= 5 and parts[2] == "resolve":
                 return self._resolve(self.hub.repo(*parts[:2], self.headers), parts[3], "/".join(parts[4:]))
             if len(parts) >= 6 and parts[0] == "datasets" and parts[3] == "resolve":
-                return self._resolve(self.hub.repo(*parts[1:3], self.headers, "datasets"), parts[4],
-                                     "/".join(parts[5:]))
+                return self._resolve(
+                    self.hub.repo(*parts[1:3], self.headers, "datasets"), parts[4], "/".join(parts[5:])
+                )
             raise HubError(404, None, "Sorry, we can't find the page you are looking for.")
         except HubError as e:
             headers = {"X-Error-Code": e.code, "X-Error-Message": str(e), "X-Repo-Commit": e.commit}
@@ -171,8 +202,10 @@ class _Handler(BaseHTTPRequestHandler):
         flag = lambda k: query.get(k, "false").lower() in ("true", "1")  # noqa: E731
         action, rev = (rest + ["main"])[:2] if rest else ("revision", "main")
         if action == "refs":
-            refs = [{"name": b.name, "ref": f"refs/heads/{b.name}", "targetCommit": b.commit}
-                    for b in repo.branches.values()]
+            refs = [
+                {"name": b.name, "ref": f"refs/heads/{b.name}", "targetCommit": b.commit}
+                for b in repo.branches.values()
+            ]
             return self._json({"branches": refs, "converts": [], "tags": [], "pullRequests": []})
         branch = repo.branch(rev)
         if action == "revision":
@@ -180,23 +213,51 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "tree":
             return self._json(_tree(branch, "/".join(rest[2:]), flag("recursive"), flag("expand")))
         if action == "commits":
-            return self._json([{"id": branch.commit, "title": f"Upload {branch.name}", "message": "",
-                                "date": DATE, "authors": []}])
+            return self._json(
+                [
+                    {
+                        "id": branch.commit,
+                        "title": f"Upload {branch.name}",
+                        "message": "",
+                        "date": DATE,
+                        "authors": [],
+                    }
+                ]
+            )
         raise HubError(404, None, f"unknown endpoint {action}")
 
     def _list_models(self, query: dict) -> None:
         """GET /api/models?author=A&search=S[&cursor=N]: ids under ROOT/<author>/ containing S."""
         author, search = query.get("author"), query.get("search", "").lower()
-        ids = sorted(f"{org.name}/{repo.name}" for org in self.hub.root.iterdir() if org.is_dir()
-                     and (author is None or org.name == author) for repo in org.iterdir() if (repo / "main").is_dir())
+        ids = sorted(
+            f"{org.name}/{repo.name}"
+            for org in self.hub.root.iterdir()
+            if org.is_dir() and (author is None or org.name == author)
+            for repo in org.iterdir()
+            if (repo / "main").is_dir()
+        )
         ids = [i for i in ids if search in i.lower()]
         start = int(query.get("cursor", 0))
         headers = {}
         if start + 2 < len(ids):
             nxt = "&".join(f"{k}={v}" for k, v in {**query, "cursor": start + 2}.items())
             headers["Link"] = f'<{self.hub.endpoint}/api/models?{nxt}>; rel="next"'
-        self._json([{"_id": i, "id": i, "modelId": i, "likes": 0, "downloads": 0, "tags": [], "private": False,
-                     "createdAt": DATE} for i in ids[start:start + 2]], headers=headers)
+        self._json(
+            [
+                {
+                    "_id": i,
+                    "id": i,
+                    "modelId": i,
+                    "likes": 0,
+                    "downloads": 0,
+                    "tags": [],
+                    "private": False,
+                    "createdAt": DATE,
+                }
+                for i in ids[start : start + 2]
+            ],
+            headers=headers,
+        )
 
     def _resolve(self, repo: Repo, rev: str, path: str) -> None:
         """HEAD: metadata only. GET: the bytes, from a `Range: bytes=N-` start if asked (206)."""
@@ -204,8 +265,12 @@ class _Handler(BaseHTTPRequestHandler):
         blob = branch.files.get(path)
         if blob is None:
             raise HubError(404, "EntryNotFound", f"{path} does not exist on {rev}", branch.commit)
-        headers = {"X-Repo-Commit": branch.commit, "ETag": f'"{blob.sha256 or blob.oid}"', "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": branch.commit,
+            "ETag": f'"{blob.sha256 or blob.oid}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         if blob.sha256:
             headers |= {"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(blob.size)}
         start, end = self._range(blob.size)
@@ -258,10 +323,19 @@ class FakeHub:
     fail_all: every request is answered by closing the connection (the network is down for good).
     """
 
-    def __init__(self, root: Path, token: str | None = None, drop_after_bytes: int | None = None,
-                 drop_times: int = 0, fail_all: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        token: str | None = None,
+        drop_after_bytes: int | None = None,
+        drop_times: int = 0,
+        fail_all: bool = False,
+    ) -> None:
         self.root, self.token, self.fail_all = Path(root), token, fail_all
-        self.drop_after_bytes, self.drops_left = drop_after_bytes, drop_times if drop_after_bytes is not None else 0
+        self.drop_after_bytes, self.drops_left = (
+            drop_after_bytes,
+            drop_times if drop_after_bytes is not None else 0,
+        )
         self.requests: list[tuple[str, str]] = []
         self.endpoint = ""
         self._repos: dict[tuple[str, str], Repo] = {}
@@ -280,8 +354,11 @@ class FakeHub:
             repo = self._repos[(kind, repo_id)]
         auth = headers.get("Authorization")
         if repo.gated and (self.token is None or auth != f"Bearer {self.token}"):
-            raise HubError(401 if auth is None else 403, "GatedRepo",
-                           f"Access to model {repo_id} is restricted. You must have access to it and be authenticated.")
+            raise HubError(
+                401 if auth is None else 403,
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted. You must have access to it and be authenticated.",
+            )
         return repo
 
     def take_drop(self, length: int) -> int | None:

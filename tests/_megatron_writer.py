@@ -27,13 +27,22 @@ import torch
 
 def _args(c, global_batch: int, consumed: int | None, model_type) -> argparse.Namespace:
     args = argparse.Namespace(
-        num_layers=c.num_hidden_layers, hidden_size=c.hidden_size, ffn_hidden_size=c.intermediate_size,
-        num_attention_heads=c.num_attention_heads, num_query_groups=c.num_key_value_heads,
+        num_layers=c.num_hidden_layers,
+        hidden_size=c.hidden_size,
+        ffn_hidden_size=c.intermediate_size,
+        num_attention_heads=c.num_attention_heads,
+        num_query_groups=c.num_key_value_heads,
         group_query_attention=c.num_key_value_heads != c.num_attention_heads,
-        seq_length=c.max_position_embeddings, max_position_embeddings=c.max_position_embeddings,
-        norm_epsilon=c.rms_norm_eps, rotary_base=getattr(c, "rope_theta", None) or c.rope_parameters["rope_theta"],
-        global_batch_size=global_batch, untie_embeddings_and_output_weights=not c.tie_word_embeddings,
-        params_dtype=torch.float32, swiglu=True, use_mcore_models=True)
+        seq_length=c.max_position_embeddings,
+        max_position_embeddings=c.max_position_embeddings,
+        norm_epsilon=c.rms_norm_eps,
+        rotary_base=getattr(c, "rope_theta", None) or c.rope_parameters["rope_theta"],
+        global_batch_size=global_batch,
+        untie_embeddings_and_output_weights=not c.tie_word_embeddings,
+        params_dtype=torch.float32,
+        swiglu=True,
+        use_mcore_models=True,
+    )
     if consumed is not None:
         args.consumed_train_samples = consumed
     if model_type is not None:
@@ -57,53 +66,99 @@ def _layer_parts(sd: dict, c, i: int, tp: int, r: int) -> dict[str, torch.Tensor
     qkv = torch.cat([q, k, v], dim=1)  # (groups, q_per + 2, hd, hidden)
     rows = lambda t: t.chunk(tp, 0)[r].clone()  # noqa: E731 - column-parallel split
     cols = lambda t: t.chunk(tp, 1)[r].clone()  # noqa: E731 - row-parallel split
-    return {"qkv": qkv.chunk(tp, 0)[r].reshape(-1, c.hidden_size).clone(),
-            "proj": cols(sd[h + "self_attn.o_proj.weight"]),
-            "fc1": torch.cat([rows(sd[h + "mlp.gate_proj.weight"]), rows(sd[h + "mlp.up_proj.weight"])]),
-            "fc2": cols(sd[h + "mlp.down_proj.weight"]),
-            "norm1": sd[h + "input_layernorm.weight"].clone(),
-            "norm2": sd[h + "post_attention_layernorm.weight"].clone()}
+    return {
+        "qkv": qkv.chunk(tp, 0)[r].reshape(-1, c.hidden_size).clone(),
+        "proj": cols(sd[h + "self_attn.o_proj.weight"]),
+        "fc1": torch.cat([rows(sd[h + "mlp.gate_proj.weight"]), rows(sd[h + "mlp.up_proj.weight"])]),
+        "fc2": cols(sd[h + "mlp.down_proj.weight"]),
+        "norm1": sd[h + "input_layernorm.weight"].clone(),
+        "norm2": sd[h + "post_attention_layernorm.weight"].clone(),
+    }
 
 
 def _legacy(sd: dict, c, tp: int, r: int) -> dict:
-    names = {"qkv": "self_attention.query_key_value.weight", "proj": "self_attention.dense.weight",
-             "fc1": "mlp.dense_h_to_4h.weight", "fc2": "mlp.dense_4h_to_h.weight",
-             "norm1": "input_norm.weight", "norm2": "post_attention_norm.weight"}
-    enc = {f"layers.{i}.{names[k]}": t for i in range(c.num_hidden_layers)
-           for k, t in _layer_parts(sd, c, i, tp, r).items()}
+    names = {
+        "qkv": "self_attention.query_key_value.weight",
+        "proj": "self_attention.dense.weight",
+        "fc1": "mlp.dense_h_to_4h.weight",
+        "fc2": "mlp.dense_4h_to_h.weight",
+        "norm1": "input_norm.weight",
+        "norm2": "post_attention_norm.weight",
+    }
+    enc = {
+        f"layers.{i}.{names[k]}": t
+        for i in range(c.num_hidden_layers)
+        for k, t in _layer_parts(sd, c, i, tp, r).items()
+    }
     enc["final_norm.weight"] = sd["model.norm.weight"].clone()
-    return {"language_model": {"embedding": {"word_embeddings": {"weight": sd["model.embed_tokens.weight"].chunk(tp, 0)[r].clone()}},
-                               "encoder": enc, "output_layer": {"weight": sd["lm_head.weight"].chunk(tp, 0)[r].clone()}}}
+    return {
+        "language_model": {
+            "embedding": {
+                "word_embeddings": {"weight": sd["model.embed_tokens.weight"].chunk(tp, 0)[r].clone()}
+            },
+            "encoder": enc,
+            "output_layer": {"weight": sd["lm_head.weight"].chunk(tp, 0)[r].clone()},
+        }
+    }
 
 
 def _core(sd: dict, c, tp: int, r: int) -> dict:
-    names = {"qkv": "self_attention.linear_qkv.weight", "proj": "self_attention.linear_proj.weight",
-             "fc1": "mlp.linear_fc1.weight", "fc2": "mlp.linear_fc2.weight",
-             "norm1": "self_attention.linear_qkv.layer_norm_weight", "norm2": "mlp.linear_fc1.layer_norm_weight"}
+    names = {
+        "qkv": "self_attention.linear_qkv.weight",
+        "proj": "self_attention.linear_proj.weight",
+        "fc1": "mlp.linear_fc1.weight",
+        "fc2": "mlp.linear_fc2.weight",
+        "norm1": "self_attention.linear_qkv.layer_norm_weight",
+        "norm2": "mlp.linear_fc1.layer_norm_weight",
+    }
     out = {"embedding.word_embeddings.weight": sd["model.embed_tokens.weight"].chunk(tp, 0)[r].clone()}
     for i in range(c.num_hidden_layers):
         p = f"decoder.layers.{i}."
         out.update({p + names[k]: t for k, t in _layer_parts(sd, c, i, tp, r).items()})
-        for te in ("self_attention.linear_qkv", "self_attention.core_attention", "self_attention.linear_proj",
-                   "mlp.linear_fc1", "mlp.linear_fc2"):
+        for te in (
+            "self_attention.linear_qkv",
+            "self_attention.core_attention",
+            "self_attention.linear_proj",
+            "mlp.linear_fc1",
+            "mlp.linear_fc2",
+        ):
             out[f"{p}{te}._extra_state"] = _te_extra_state()
     out["decoder.final_layernorm.weight"] = sd["model.norm.weight"].clone()
     out["output_layer.weight"] = sd["lm_head.weight"].chunk(tp, 0)[r].clone()
     return out
 
 
-def write_megatron(model, folder: Path, tp: int = 2, iteration: int = 10, global_batch: int = 4,
-                   layout: str = "legacy", consumed_samples: int | None = None, model_type=None) -> None:
+def write_megatron(
+    model,
+    folder: Path,
+    tp: int = 2,
+    iteration: int = 10,
+    global_batch: int = 4,
+    layout: str = "legacy",
+    consumed_samples: int | None = None,
+    model_type=None,
+) -> None:
     """folder/mp_rank_XX/model_optim_rng.pt for each of `tp` ranks."""
     c, sd = model.config, model.state_dict()
     args = _args(c, global_batch, consumed_samples, model_type)
-    rng = {"random_rng_state": random.getstate(), "np_rng_state": np.random.get_state(),
-           "torch_rng_state": torch.get_rng_state(), "rng_tracker_states": {}}
+    rng = {
+        "random_rng_state": random.getstate(),
+        "np_rng_state": np.random.get_state(),
+        "torch_rng_state": torch.get_rng_state(),
+        "rng_tracker_states": {},
+    }
     for r in range(tp):
         out = folder / f"mp_rank_{r:02d}"
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({"args": args, "checkpoint_version": 3.0, "iteration": iteration,
-                    "model": (_core if layout == "core" else _legacy)(sd, c, tp, r),
-                    "optimizer": {"optimizer": {"param_groups": [{"lr": 3e-4, "params": [0]}]}},
-                    "opt_param_scheduler": {"max_lr": 3e-4, "num_steps": iteration * global_batch},
-                    "rng_state": [rng]}, out / "model_optim_rng.pt")
+        torch.save(
+            {
+                "args": args,
+                "checkpoint_version": 3.0,
+                "iteration": iteration,
+                "model": (_core if layout == "core" else _legacy)(sd, c, tp, r),
+                "optimizer": {"optimizer": {"param_groups": [{"lr": 3e-4, "params": [0]}]}},
+                "opt_param_scheduler": {"max_lr": 3e-4, "num_steps": iteration * global_batch},
+                "rng_state": [rng],
+            },
+            out / "model_optim_rng.pt",
+        )

@@ -44,7 +44,9 @@ def test_cached_prefix_equals_naive_and_the_materialized_model(name, tmp_path):
     attn = _droppable_attention(model.config)
     for plan, (layer, k) in ((DropPlan(attn=(attn,)), (attn, 1)), (DropPlan(mlp=(2,)), (2, 2))):
         out = materialize(tmp_path / "src", plan, tmp_path / f"{plan.name or k}-{layer}-{k}")
-        dropped = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32).eval()
+        dropped = AutoModelForCausalLM.from_pretrained(
+            out, trust_remote_code=True, dtype=torch.float32
+        ).eval()
         want = (_loss(dropped, IDS) - full).float()
         torch.testing.assert_close(cached[:, layer, k, 0], want, rtol=0, atol=1e-5)
 
@@ -59,13 +61,30 @@ def _droppable_attention(config) -> int:
 def test_scorer_and_cube_carry_the_exact_metrics(local_series, tmp_path):
     model = tiny_model("llama", vocab=512)
     from redundancy.scoring._first_order import first_order
+
     got = Scorer(model, ["importance", "loss_delta", "kl", "loss_delta_grad"]).score(IDS, batch_size=2)
     want = ablate(model, family_for(model.config), IDS).numpy()
     np.testing.assert_allclose(got[..., 1:3], want, atol=1e-6)
-    np.testing.assert_allclose(got[..., 3], first_order(model, family_for(model.config), IDS).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        got[..., 3], first_order(model, family_for(model.config), IDS).numpy(), atol=1e-6
+    )
     fast = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4"]
-    r = CliRunner().invoke(app, ["score", f"local:{local_series / 'step-10'}", "--out", str(tmp_path / "c.zarr"),
-                                 "--metric", "importance", "--metric", "loss_delta", "--metric", "kl", *fast])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            f"local:{local_series / 'step-10'}",
+            "--out",
+            str(tmp_path / "c.zarr"),
+            "--metric",
+            "importance",
+            "--metric",
+            "loss_delta",
+            "--metric",
+            "kl",
+            *fast,
+        ],
+    )
     assert r.exit_code == 0, r.output
     cube = open_cube(tmp_path / "c.zarr")
     assert {"importance", "loss_delta", "kl"} <= set(cube.data_vars) and "angular_distance" not in cube
@@ -85,6 +104,7 @@ def test_first_order_estimate_matches_a_finite_difference(name):
     from redundancy.families import get_path
     from redundancy.scoring._first_order import first_order
     from redundancy.scoring._hooks import decoder_layers
+
     ids = IDS[:, :16] % 256
     model = tiny_model(name).double()
     fam = family_for(model.config)
@@ -95,11 +115,13 @@ def test_first_order_estimate_matches_a_finite_difference(name):
         """Loss with what `site_module` adds scaled by (1 - e), for e = +eps and -eps."""
         losses = []
         for e in (eps, -eps):
+
             def hook(mod, args, kwargs, out, e=e):
                 first = out[0] if isinstance(out, tuple) else out
                 base = (args[0] if args else kwargs["hidden_states"]) if layer_input else 0
                 new = first - e * (first - base)
                 return (new, *out[1:]) if isinstance(out, tuple) else new
+
             h = site_module.register_forward_hook(hook, with_kwargs=True)
             losses.append(_loss(model, ids))
             h.remove()
@@ -119,9 +141,12 @@ def test_metric_agreement_by_hand():
     import xarray as xr
 
     import analyses
+
     dims = ("layer",)
-    cube = xr.Dataset({"importance": (dims, [0.1, 0.4, 0.2, 0.3]), "loss_delta": (dims, [0.2, 0.1, 0.4, 0.3])},
-                      coords={"layer": [0, 1, 2, 3]})
+    cube = xr.Dataset(
+        {"importance": (dims, [0.1, 0.4, 0.2, 0.3]), "loss_delta": (dims, [0.2, 0.1, 0.4, 0.3])},
+        coords={"layer": [0, 1, 2, 3]},
+    )
     got = analyses.metric_agreement(cube)
     assert float(got.rank_correlation) == pytest.approx(-0.4)
     assert got.overlap.sel(k=1).item() == 0 and got.overlap.sel(k=2).item() == pytest.approx(1 / 3)

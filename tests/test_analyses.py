@@ -30,11 +30,15 @@ def test_kernel_and_wrapper_agree():
     rng = np.random.default_rng(0)
     raw = rng.random((3, 2, 4))
     da = xr.DataArray(raw, dims=("step", "module", "layer"), coords={"layer": [10, 11, 12, 13]})
-    np.testing.assert_array_equal(analyses.drop_order(da).values, order_kernel(raw, np.array([10, 11, 12, 13])))
+    np.testing.assert_array_equal(
+        analyses.drop_order(da).values, order_kernel(raw, np.array([10, 11, 12, 13]))
+    )
     a, b = rng.random((5, 6)), rng.random((5, 6))
     want = [scipy.stats.spearmanr(a[i], b[i])[0] for i in range(5)]
     np.testing.assert_allclose(rank_corr_kernel(a, b), want)
-    got = analyses.rank_correlation(xr.DataArray(a, dims=("x", "layer")), xr.DataArray(b, dims=("x", "layer")))
+    got = analyses.rank_correlation(
+        xr.DataArray(a, dims=("x", "layer")), xr.DataArray(b, dims=("x", "layer"))
+    )
     np.testing.assert_allclose(got.values, want)
 
 
@@ -42,8 +46,16 @@ def test_joint_order_carries_labels():
     s = _scores([[0.5, 0.1, 0.3, np.nan], [0.2, 0.9, 0.15, 0.4]])
     j = analyses.joint_order(s)
     pairs = list(zip(j.module.values.tolist(), j.layer.values.tolist()))
-    assert pairs == [("attn", 1), ("mlp", 2), ("mlp", 0), ("attn", 2), ("mlp", 3), ("attn", 0),
-                     ("mlp", 1), ("", -1)]
+    assert pairs == [
+        ("attn", 1),
+        ("mlp", 2),
+        ("mlp", 0),
+        ("attn", 2),
+        ("mlp", 3),
+        ("attn", 0),
+        ("mlp", 1),
+        ("", -1),
+    ]
     assert j.layer.max() < len(LAYERS)  # never an index past the layer count
 
 
@@ -65,13 +77,18 @@ def test_drop_sets_and_jaccard():
 
 
 def test_stability_across_datasets():
-    s = _scores([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.4, 0.3], [0.4, 0.3, 0.2, 0.1]],
-                dims=("dataset", "layer"), dataset=["a", "b", "c"])
+    s = _scores(
+        [[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.4, 0.3], [0.4, 0.3, 0.2, 0.1]],
+        dims=("dataset", "layer"),
+        dataset=["a", "b", "c"],
+    )
     corr = analyses.pairwise(s)
     assert corr.sel(dataset="a", dataset_2="c") == pytest.approx(-1.0)
     assert corr.sel(dataset="a", dataset_2="b") == pytest.approx(0.8)
     kendall = analyses.pairwise(s, method="kendall")
-    assert kendall.sel(dataset="a", dataset_2="b") == pytest.approx(scipy.stats.kendalltau([1, 2, 3, 4], [1, 2, 4, 3])[0])
+    assert kendall.sel(dataset="a", dataset_2="b") == pytest.approx(
+        scipy.stats.kendalltau([1, 2, 3, 4], [1, 2, 4, 3])[0]
+    )
     ov = analyses.drop_set_overlap(s)
     assert ov.sel(k=1, dataset="a", dataset_2="b") == 1.0  # both drop layer 0 first
     assert ov.sel(k=3, dataset="a", dataset_2="b") == pytest.approx(2 / 4)  # {0,1,2} vs {0,1,3}
@@ -91,8 +108,11 @@ def test_sample_counts():
 
 
 def test_training_dynamics():
-    imp = xr.DataArray([[0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.4, 0.3], [0.1, 0.2, 0.3, 0.4]],
-                       dims=("step", "layer"), coords={"step": [0, 10, 100], "layer": LAYERS})
+    imp = xr.DataArray(
+        [[0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.4, 0.3], [0.1, 0.2, 0.3, 0.4]],
+        dims=("step", "layer"),
+        coords={"step": [0, 10, 100], "layer": LAYERS},
+    )
     assert analyses.corr_with_step(imp).values.tolist() == pytest.approx([-1.0, 0.8, 1.0])
     assert int(analyses.first_step_with_final_set(imp, k=2)) == 10
     cube = xr.concat([imp * 0.1, imp, imp * 2], dim="module").assign_coords(module=["attn", "mlp", "block"])
@@ -101,9 +121,11 @@ def test_training_dynamics():
 
 
 def test_strategy_agreement_by_hand():
-    order = xr.DataArray([[[3, 2, 1, 0], [3, 1, 2, 0]], [[0, 1, 2, 3], [0, 1, 2, 3]]],
-                         dims=("module", "strategy", "rank"),
-                         coords={"module": ["attn", "mlp"], "strategy": ["one-shot", "iterative"]})
+    order = xr.DataArray(
+        [[[3, 2, 1, 0], [3, 1, 2, 0]], [[0, 1, 2, 3], [0, 1, 2, 3]]],
+        dims=("module", "strategy", "rank"),
+        coords={"module": ["attn", "mlp"], "strategy": ["one-shot", "iterative"]},
+    )
     a = analyses.strategy_agreement(order)
     assert int(a["first_k_differing"].sel(module="attn")) == 2  # {3,2} vs {3,1}
     assert float(a["overlap"].sel(module="attn", k=2)) == pytest.approx(1 / 3)

@@ -49,7 +49,9 @@ def lab(tmp_path_factory, local_series) -> Path:
     st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
     (root / "notjson/step-10/config.json").write_text("{not json")
     cfg = json.loads((good / "config.json").read_text())
-    (root / "notype/step-10/config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "model_type"}))
+    (root / "notype/step-10/config.json").write_text(
+        json.dumps({k: v for k, v in cfg.items() if k != "model_type"})
+    )
     for f in (root / "notok/step-10").glob("tokenizer*"):
         f.unlink()
     (root / "morelayers/step-10/config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 6}))
@@ -61,11 +63,18 @@ def lab(tmp_path_factory, local_series) -> Path:
     return root
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("truncated", "cannot load step 10"), ("notjson", "cannot load step 10"), ("notype", "cannot load step 10"),
-    ("notok", "cannot load the tokenizer"), ("morelayers", "18 missing"), ("fewerlayers", "9 unexpected"),
-    ("bigvocab", "embedding has 256 rows"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("truncated", "cannot load step 10"),
+        ("notjson", "cannot load step 10"),
+        ("notype", "cannot load step 10"),
+        ("notok", "cannot load the tokenizer"),
+        ("morelayers", "18 missing"),
+        ("fewerlayers", "9 unexpected"),
+        ("bigvocab", "embedding has 256 rows"),
+    ],
+)
 def test_broken_checkpoints(lab, case, needle):
     before = _files(lab / "cube.zarr", lab / case)
     one_line(cli("score", f"local:{lab / case}", "--out", lab / "cube.zarr", *FAST), needle)
@@ -75,30 +84,82 @@ def test_broken_checkpoints(lab, case, needle):
 def test_another_model_under_the_same_name_is_refused(lab):
     """The store holds `step-10` scored from other weights: refused, not skipped as done."""
     before = _files(lab / "cube.zarr")
-    one_line(cli("score", f"local:{lab / 'othermodel/step-10'}", "--out", lab / "cube.zarr", *FAST),
-             "another model under the same name")
+    one_line(
+        cli("score", f"local:{lab / 'othermodel/step-10'}", "--out", lab / "cube.zarr", *FAST),
+        "another model under the same name",
+    )
     assert _files(lab / "cube.zarr") == before
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["score", "{good}", "--out", "{cube}", "--device", "cuda", *FAST], "no CUDA GPU"),
-    (["score", "{good}", "--out", "{cube}", "--samples", "0"], "--samples"),
-    (["drop", "{ckpt}", "--kind", "attn", "--k", "-3", "--store", "{cube}", "--dataset", "math",
-      "--out", "{tmp}/d"], "at least 1"),
-    (["drop", "{ckpt}", "--block", "0,1,2,3", "--out", "{tmp}/d"], "drops all 4 layers"),
-    (["quantize", "{ckpt}", "--group-size", "0", "--out", "{tmp}/q"], "--group-size 0"),
-    (["quantize", "{ckpt}", "--out", "{ckpt}"], "is the input"),
-    (["drop", "{ckpt}", "--attn", "1", "--out", "{ckpt}"], "is the input"),
-    (["study", "{ckpt}", "--store", "{cube}", "--dataset", "math", "--k", "attn=99", "--quant", "awq",
-      "--out", "{tmp}/s"], "attn order has only 4 entries"),
-    (["study", "{ckpt}", "--store", "{cube}", "--k", "attn=-3", "--out", "{tmp}/s"], "at least 1"),
-    (["study", "{ckpt}", "--store", "{cube}", "--dataset", "math", "--order-metric", "loss_delta",
-      "--out", "{tmp}/s"], "holds no loss_delta; score it with --metric loss_delta"),
-    (["evaluate", "{ckpt}", "--preset", "", "--task", "hellaswagg"], "did you mean hellaswag"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["score", "{good}", "--out", "{cube}", "--device", "cuda", *FAST], "no CUDA GPU"),
+        (["score", "{good}", "--out", "{cube}", "--samples", "0"], "--samples"),
+        (
+            [
+                "drop",
+                "{ckpt}",
+                "--kind",
+                "attn",
+                "--k",
+                "-3",
+                "--store",
+                "{cube}",
+                "--dataset",
+                "math",
+                "--out",
+                "{tmp}/d",
+            ],
+            "at least 1",
+        ),
+        (["drop", "{ckpt}", "--block", "0,1,2,3", "--out", "{tmp}/d"], "drops all 4 layers"),
+        (["quantize", "{ckpt}", "--group-size", "0", "--out", "{tmp}/q"], "--group-size 0"),
+        (["quantize", "{ckpt}", "--out", "{ckpt}"], "is the input"),
+        (["drop", "{ckpt}", "--attn", "1", "--out", "{ckpt}"], "is the input"),
+        (
+            [
+                "study",
+                "{ckpt}",
+                "--store",
+                "{cube}",
+                "--dataset",
+                "math",
+                "--k",
+                "attn=99",
+                "--quant",
+                "awq",
+                "--out",
+                "{tmp}/s",
+            ],
+            "attn order has only 4 entries",
+        ),
+        (["study", "{ckpt}", "--store", "{cube}", "--k", "attn=-3", "--out", "{tmp}/s"], "at least 1"),
+        (
+            [
+                "study",
+                "{ckpt}",
+                "--store",
+                "{cube}",
+                "--dataset",
+                "math",
+                "--order-metric",
+                "loss_delta",
+                "--out",
+                "{tmp}/s",
+            ],
+            "holds no loss_delta; score it with --metric loss_delta",
+        ),
+        (["evaluate", "{ckpt}", "--preset", "", "--task", "hellaswagg"], "did you mean hellaswag"),
+    ],
+)
 def test_bad_options(lab, local_series, tmp_path, args, needle):
-    fill = dict(good=f"local:{local_series / 'step-10'}", cube=lab / "cube.zarr", ckpt=local_series / "step-10",
-                tmp=tmp_path)
+    fill = dict(
+        good=f"local:{local_series / 'step-10'}",
+        cube=lab / "cube.zarr",
+        ckpt=local_series / "step-10",
+        tmp=tmp_path,
+    )
     before = _files(lab / "cube.zarr", local_series / "step-10")
     one_line(cli(*[a.format(**fill) for a in args]), needle)
     assert _files(lab / "cube.zarr", local_series / "step-10") == before
@@ -112,7 +173,9 @@ def tiny_fs(tmp_path):
     full.mkdir(), ro.mkdir()
     mounted = []
     for where, opts in ((full, "size=64k"), (ro, "ro,size=64k")):
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True).returncode:
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True
+        ).returncode:
             pytest.skip("cannot mount a tmpfs here (not root?): the full / read-only disk cases need one")
         mounted.append(where)
     yield full, ro
@@ -129,11 +192,18 @@ def test_full_and_read_only_disks(local_series, tiny_fs):
 
 def test_two_processes_create_one_fresh_store(tmp_path):
     """Both open the same 20 fresh stores at once: each open succeeds (no ContainsGroupError)."""
-    code = (f"import sys\nfrom redundancy.cube import CubeStore\nsettings = dict(n_samples=4, seq_len=32, seed=0, "
-            f"pool_factor=4, packing='eos-joined')\nfor i in range(20):\n"
-            f"    CubeStore.open('{tmp_path}/c%d.zarr' % i, settings)\nprint('ok')")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    code = (
+        "import sys\nfrom redundancy.cube import CubeStore\n"
+        "settings = dict(n_samples=4, seq_len=32, seed=0, "
+        f"pool_factor=4, packing='eos-joined')\nfor i in range(20):\n"
+        f"    CubeStore.open('{tmp_path}/c%d.zarr' % i, settings)\nprint('ok')"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 and o.strip() == "ok" for p, (o, _) in zip(procs, outs)), outs
     assert len(list(tmp_path.glob("c*.zarr/zarr.json"))) == 20 and not list(tmp_path.glob(".c*"))

@@ -58,7 +58,9 @@ def test_demo_end_to_end(demo_dir):
         assert len([p for p in pngs if p.startswith(prefix)]) == count, prefix
     study = demo_dir / "study"  # the chain: drop, evaluate, time, quantize, table, curves
     assert (study / "figures" / "accuracy_vs_dropped.png").exists() and (study / "table.md").exists()
-    assert {"Attn-6+awq", "Attn-6+gptq", "Block-4", "MLP-4", "Joint-4"} <= {p.name for p in (study / "models").iterdir()}
+    assert {"Attn-6+awq", "Attn-6+gptq", "Block-4", "MLP-4", "Joint-4"} <= {
+        p.name for p in (study / "models").iterdir()
+    }
     output = (demo_dir / "output.txt").read_text()
     assert "one-shot vs iterative on prose" in output
     series = open_series("builtin:tiny")  # the cached series, now built

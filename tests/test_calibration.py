@@ -54,5 +54,7 @@ def test_sets_differ(tok):
 
 def test_hub_set_offline(tok, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CalibrationError, match="Use an offline set instead: code, math, prose, or a local file"):
+    with pytest.raises(
+        CalibrationError, match="Use an offline set instead: code, math, prose, or a local file"
+    ):
         calibration_tokens("lima", tok, n=2, seq_len=32)

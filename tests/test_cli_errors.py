@@ -48,22 +48,50 @@ def test_folder_without_config(tmp_path):
 
 def test_unsupported_family(tmp_path):
     from transformers import OPTConfig, OPTForCausalLM  # a causal LM the family table lacks
-    OPTForCausalLM(OPTConfig(num_hidden_layers=2, hidden_size=32, ffn_dim=64, num_attention_heads=2, vocab_size=300,
-                             word_embed_proj_dim=32)).save_pretrained(tmp_path / "s" / "step-1")
+    OPTForCausalLM(
+        OPTConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            ffn_dim=64,
+            num_attention_heads=2,
+            vocab_size=300,
+            word_embed_proj_dim=32,
+        )
+    ).save_pretrained(tmp_path / "s" / "step-1")
     code, out = run("score", f"local:{tmp_path / 's'}", "--out", str(tmp_path / "c.zarr"), *FAST)
     line = error_line(out)
     assert code == 1 and "'opt' is not in the family table" in line and "llama" in line
 
 
 def test_seq_len_above_context(local_series, tmp_path):
-    code, out = run("score", f"local:{local_series}", "--out", str(tmp_path / "c.zarr"), "-d", "math",
-                    "--seq-len", "1024", "--samples", "2")
+    code, out = run(
+        "score",
+        f"local:{local_series}",
+        "--out",
+        str(tmp_path / "c.zarr"),
+        "-d",
+        "math",
+        "--seq-len",
+        "1024",
+        "--samples",
+        "2",
+    )
     assert code == 1 and "context of 256 tokens" in error_line(out)
 
 
 def test_more_samples_than_the_set_gives(local_series, tmp_path):
-    code, out = run("score", f"local:{local_series}", "--out", str(tmp_path / "c.zarr"), "-d", "prose",
-                    "--samples", "1000000", "--seq-len", "256")
+    code, out = run(
+        "score",
+        f"local:{local_series}",
+        "--out",
+        str(tmp_path / "c.zarr"),
+        "-d",
+        "prose",
+        "--samples",
+        "1000000",
+        "--seq-len",
+        "256",
+    )
     assert code == 1 and "ask for at most" in error_line(out)
 
 
@@ -89,8 +117,18 @@ def test_hub_set_offline_names_builtin_sets(local_series, tmp_path, monkeypatch)
 
 def test_other_settings_refused_and_store_kept(local_series, scored):
     before = _cells(scored)
-    code, out = run("score", f"local:{local_series}", "--out", str(scored), "-d", "math",
-                    "--samples", "4", "--seq-len", "64")
+    code, out = run(
+        "score",
+        f"local:{local_series}",
+        "--out",
+        str(scored),
+        "-d",
+        "math",
+        "--samples",
+        "4",
+        "--seq-len",
+        "64",
+    )
     assert code == 1 and "seq_len: 32 stored, 64 asked" in error_line(out)
     assert _cells(scored) == before
 

@@ -44,7 +44,9 @@ def hub_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hub")
     tok = make_tokenizer()
     for preset, (repo, names) in NAMES.items():
-        family = {"pythia": "gpt_neox", "olmo": "olmo", "olmo2": "olmo2"}.get(preset, "llama")  # real model_types
+        family = {"pythia": "gpt_neox", "olmo": "olmo", "olmo2": "olmo2"}.get(
+            preset, "llama"
+        )  # real model_types
         for i, name in enumerate(names):
             _save(tiny_model(family, seed=i, vocab=512), tok, root / repo / name)
         shutil.copytree(root / repo / names[-1], root / repo / "main")
@@ -52,8 +54,14 @@ def hub_root(tmp_path_factory) -> Path:
     shutil.copytree(root / "EleutherAI/pythia-tiny/step4", root / "EleutherAI/pythia-tiny/step16")
     neo = root / "m-a-p/neo_tiny_intermediate/main"
     for it in (10, 20):
-        write_megatron(tiny_model("llama", seed=it, vocab=512), neo / f"iter_{it:07d}", tp=2, iteration=it,
-                       layout="core", consumed_samples=it * 4 + 3)  # MAP-Neo: Megatron Core, TE extra state
+        write_megatron(
+            tiny_model("llama", seed=it, vocab=512),
+            neo / f"iter_{it:07d}",
+            tp=2,
+            iteration=it,
+            layout="core",
+            consumed_samples=it * 4 + 3,
+        )  # MAP-Neo: Megatron Core, TE extra state
         for r in range(2):  # optimizer state that must never be downloaded
             (neo / f"iter_{it:07d}" / f"mp_rank_{r:02d}" / "distrib_optim.pt").write_bytes(os.urandom(4096))
     tok.save_pretrained(root / "tokenizer")
@@ -75,8 +83,14 @@ def test_list_every_preset(preset, hub_root, env):
         code, out = run("list", repo, "--preset", preset, "--endpoint", hub.endpoint)
     assert code == 0, out
     steps = [int(line.split()[0]) for line in out.splitlines()[1:]]
-    want = {"pythia": [0, 1, 2, 4, 8, 16, 32], "olmo": [0, 1000, 2000], "olmo2": [0, 150, 300],
-            "amber": [0, 1, 2], "smollm2": [0, 160000], "map-neo": [10, 20]}[preset]
+    want = {
+        "pythia": [0, 1, 2, 4, 8, 16, 32],
+        "olmo": [0, 1000, 2000],
+        "olmo2": [0, 150, 300],
+        "amber": [0, 1, 2],
+        "smollm2": [0, 160000],
+        "map-neo": [10, 20],
+    }[preset]
     assert steps == want
     assert not any(m == "GET" and p.endswith((".safetensors", ".pt")) for m, p in hub.requests)  # no weights
     if preset == "pythia":
@@ -87,8 +101,17 @@ def test_list_every_preset(preset, hub_root, env):
 
 def test_crawl_equals_local_scoring(hub_root, env):
     with FakeHub(hub_root, drop_after_bytes=2000, drop_times=2) as hub:  # connection dropped mid-file
-        code, out = run("crawl", "EleutherAI/pythia-tiny", "--preset", "pythia", "--endpoint", hub.endpoint,
-                        "--out", env / "hub.zarr", *FAST)
+        code, out = run(
+            "crawl",
+            "EleutherAI/pythia-tiny",
+            "--preset",
+            "pythia",
+            "--endpoint",
+            hub.endpoint,
+            "--out",
+            env / "hub.zarr",
+            *FAST,
+        )
     assert code == 0, out
     local = env / "local"  # the same checkpoints as local folders (without the "main" alias)
     shutil.copytree(hub_root / "EleutherAI/pythia-tiny", local, ignore=shutil.ignore_patterns("main"))
@@ -102,6 +125,7 @@ def test_crawl_equals_local_scoring(hub_root, env):
     np.testing.assert_array_equal(a.importance.sel(step=16).values, a.importance.sel(step=4).values)
     assert not list((env / "hfcache").rglob("*.safetensors"))  # released after scoring
     from huggingface_hub import scan_cache_dir  # and the hub client sees no revision left
+
     assert [r.commit_hash for repo in scan_cache_dir(env / "hfcache").repos for r in repo.revisions] == []
 
 
@@ -110,8 +134,18 @@ def test_crawl_on_ray_workers_equals_the_local_crawl(hub_root, env):
     """--executor ray: each worker downloads and scores its own checkpoints from the (local) hub."""
     with FakeHub(hub_root) as hub:
         for name, extra in (("one.zarr", []), ("ray.zarr", ["--executor", "ray", "--workers", "2"])):
-            code, out = run("crawl", "EleutherAI/pythia-tiny", "--preset", "pythia", "--endpoint", hub.endpoint,
-                            "--out", env / name, *FAST, *extra)
+            code, out = run(
+                "crawl",
+                "EleutherAI/pythia-tiny",
+                "--preset",
+                "pythia",
+                "--endpoint",
+                hub.endpoint,
+                "--out",
+                env / name,
+                *FAST,
+                *extra,
+            )
             assert code == 0, out
     a, b = open_cube(env / "one.zarr"), open_cube(env / "ray.zarr")
     np.testing.assert_array_equal(a.importance.values, b.importance.values)
@@ -123,8 +157,19 @@ def test_map_neo_crawl_never_downloads_optimizer(hub_root, env):
     """Megatron Core layout, 2 ranks, read without `megatron` installed; tokens from the args'
     consumed_train_samples (tests/_megatron_writer.py cites Megatron's files)."""
     with FakeHub(hub_root) as hub:
-        code, out = run("crawl", "m-a-p/neo_tiny_intermediate", "--preset", "map-neo", "--endpoint", hub.endpoint,
-                        "--tokenizer", hub_root / "tokenizer", "--out", env / "neo.zarr", *FAST)
+        code, out = run(
+            "crawl",
+            "m-a-p/neo_tiny_intermediate",
+            "--preset",
+            "map-neo",
+            "--endpoint",
+            hub.endpoint,
+            "--tokenizer",
+            hub_root / "tokenizer",
+            "--out",
+            env / "neo.zarr",
+            *FAST,
+        )
         assert code == 0, out
         assert not [p for m, p in hub.requests if "distrib_optim" in p]
     cube = open_cube(env / "neo.zarr")
@@ -141,26 +186,47 @@ def test_map_neo_every_500b_picks_every_25th_folder(tmp_path, env):
         rank.mkdir(parents=True)
         (rank / "model_optim_rng.pt").write_bytes(k.to_bytes(4, "little"))  # listed, never read
     with FakeHub(tmp_path / "hub") as hub:
-        code, out = run("list", "m-a-p/neo_grid", "--preset", "map-neo", "--every", "500B", "--endpoint", hub.endpoint)
+        code, out = run(
+            "list", "m-a-p/neo_grid", "--preset", "map-neo", "--every", "500B", "--endpoint", hub.endpoint
+        )
     assert code == 0, out
     assert [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [2384, 25 * 2384, 30 * 2384]
 
 
 def test_selection(hub_root, env):
     with FakeHub(hub_root) as hub:
-        code, out = run("list", "allenai/OLMo-tiny-hf", "--preset", "olmo", "--every", "8B", "--endpoint", hub.endpoint)
+        code, out = run(
+            "list", "allenai/OLMo-tiny-hf", "--preset", "olmo", "--every", "8B", "--endpoint", hub.endpoint
+        )
         assert code == 0 and [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [0, 2000]
-        code, out = run("list", "EleutherAI/pythia-tiny", "--preset", "pythia", "--max", "3", "--endpoint", hub.endpoint)
+        code, out = run(
+            "list", "EleutherAI/pythia-tiny", "--preset", "pythia", "--max", "3", "--endpoint", hub.endpoint
+        )
         assert [int(ln.split()[0]) for ln in out.splitlines()[1:]] == [0, 4, 32]
-        code, out = run("list", "EleutherAI/pythia-tiny", "--preset", "pythia", "--step", "3", "--endpoint", hub.endpoint)
+        code, out = run(
+            "list", "EleutherAI/pythia-tiny", "--preset", "pythia", "--step", "3", "--endpoint", hub.endpoint
+        )
         assert code == 1 and "no checkpoint at step 3" in out
 
 
 @pytest.mark.slow  # kills a crawl subprocess
 def test_killed_crawl_resumes_and_offline_works_from_cache(hub_root, env):
     with FakeHub(hub_root) as hub:
-        cmd = [sys.executable, "-m", "redundancy.cli", "crawl", "LLM360/Amber-tiny", "--preset", "amber",
-               "--endpoint", hub.endpoint, "--out", str(env / "c.zarr"), "--keep", *FAST]
+        cmd = [
+            sys.executable,
+            "-m",
+            "redundancy.cli",
+            "crawl",
+            "LLM360/Amber-tiny",
+            "--preset",
+            "amber",
+            "--endpoint",
+            hub.endpoint,
+            "--out",
+            str(env / "c.zarr"),
+            "--keep",
+            *FAST,
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
         deadline = time.time() + 120
         while time.time() < deadline and not CubeStore(env / "c.zarr").cell_paths():
@@ -173,12 +239,24 @@ def test_killed_crawl_resumes_and_offline_works_from_cache(hub_root, env):
         assert r.returncode == 0, r.stdout + r.stderr
         assert f"{3 - done} cells written" in r.stderr
     offline = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the server is gone; the cache holds everything
-    cmd2 = [sys.executable, "-m", "redundancy.cli", "crawl", "LLM360/Amber-tiny", "--preset", "amber",
-            "--out", str(env / "offline.zarr"), "--keep", *FAST]
+    cmd2 = [
+        sys.executable,
+        "-m",
+        "redundancy.cli",
+        "crawl",
+        "LLM360/Amber-tiny",
+        "--preset",
+        "amber",
+        "--out",
+        str(env / "offline.zarr"),
+        "--keep",
+        *FAST,
+    ]
     r = subprocess.run(cmd2, capture_output=True, text=True, env=offline)
     assert r.returncode == 0, r.stdout + r.stderr
-    np.testing.assert_array_equal(open_cube(env / "offline.zarr").importance.values,
-                                  open_cube(env / "c.zarr").importance.values)
+    np.testing.assert_array_equal(
+        open_cube(env / "offline.zarr").importance.values, open_cube(env / "c.zarr").importance.values
+    )
 
 
 def test_errors_keep_finished_steps(hub_root, env, monkeypatch):
@@ -187,19 +265,49 @@ def test_errors_keep_finished_steps(hub_root, env, monkeypatch):
         assert code == 1 and "not on the hub" in out
         code, out = run("list", "gated/model", "--pattern", r"^(?P<step>main)$", "--endpoint", hub.endpoint)
         assert code == 1 and "gated" in out
-        code, out = run("crawl", "LLM360/Amber-tiny", "--preset", "amber", "--endpoint", hub.endpoint,
-                        "--out", env / "e.zarr", "--max", "2", *FAST)  # steps 0 and 2
+        code, out = run(
+            "crawl",
+            "LLM360/Amber-tiny",
+            "--preset",
+            "amber",
+            "--endpoint",
+            hub.endpoint,
+            "--out",
+            env / "e.zarr",
+            "--max",
+            "2",
+            *FAST,
+        )  # steps 0 and 2
         assert code == 0, out
         import redundancy.sources._fetch as fetch
+
         with monkeypatch.context() as m:  # a disk with 10 bytes free
             m.setattr(fetch.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
-            code, out = run("crawl", "LLM360/Amber-tiny", "--preset", "amber", "--endpoint", hub.endpoint,
-                            "--out", env / "e.zarr", *FAST)
+            code, out = run(
+                "crawl",
+                "LLM360/Amber-tiny",
+                "--preset",
+                "amber",
+                "--endpoint",
+                hub.endpoint,
+                "--out",
+                env / "e.zarr",
+                *FAST,
+            )
         assert code == 1 and "MB free in" in out
     before = sorted(p.name for p in CubeStore(env / "e.zarr").cell_paths())
     with FakeHub(hub_root, fail_all=True) as hub:
-        code, out = run("crawl", "LLM360/Amber-tiny", "--preset", "amber", "--endpoint", hub.endpoint,
-                        "--out", env / "e.zarr", *FAST)
+        code, out = run(
+            "crawl",
+            "LLM360/Amber-tiny",
+            "--preset",
+            "amber",
+            "--endpoint",
+            hub.endpoint,
+            "--out",
+            env / "e.zarr",
+            *FAST,
+        )
     assert code == 1 and "run again" in out
     assert sorted(p.name for p in CubeStore(env / "e.zarr").cell_paths()) == before
 
@@ -208,8 +316,19 @@ def test_errors_keep_finished_steps(hub_root, env, monkeypatch):
 def test_crawl_other_namings(preset, hub_root, env):
     repo, _ = NAMES[preset]
     with FakeHub(hub_root) as hub:
-        code, out = run("crawl", repo, "--preset", preset, "--endpoint", hub.endpoint, "--max", "2",
-                        "--out", env / "c.zarr", *FAST)
+        code, out = run(
+            "crawl",
+            repo,
+            "--preset",
+            preset,
+            "--endpoint",
+            hub.endpoint,
+            "--max",
+            "2",
+            "--out",
+            env / "c.zarr",
+            *FAST,
+        )
     assert code == 0, out
     cube = open_cube(env / "c.zarr")
     assert cube.sizes["step"] == 2 and not cube.importance.isnull().any()
@@ -220,6 +339,7 @@ def test_public_listing_and_unknown_revision(hub_root, env):
     from redundancy import list_checkpoints
     from redundancy.errors import SeriesError
     from redundancy.sources._fetch import HubFetcher
+
     with FakeHub(hub_root) as hub:
         ckpts = list_checkpoints("EleutherAI/pythia-tiny", "pythia", endpoint=hub.endpoint)
         assert [c.step for c in ckpts] == [0, 1, 2, 4, 8, 16, 32]

@@ -71,25 +71,37 @@ def test_refs_commits_and_model_info(root):
                 assert {s.rfilename for s in info.siblings} == {"config.json", "model.safetensors", PT}
         assert api.model_info(REPO).sha == commits["main"]
     with FakeHub(root) as hub:  # deterministic across servers
-        assert {b.name: b.target_commit for b in HfApi(endpoint=hub.endpoint).list_repo_refs(REPO).branches} == commits
+        assert {
+            b.name: b.target_commit for b in HfApi(endpoint=hub.endpoint).list_repo_refs(REPO).branches
+        } == commits
 
 
 def test_tree(root):
     with FakeHub(root) as hub:
         api = HfApi(endpoint=hub.endpoint)
         flat = {e.path: e for e in api.list_repo_tree(REPO, recursive=True, revision="main")}
-        assert sorted(flat) == ["config.json", "iter_0000010", "iter_0000010/mp_rank_00", PT, "model.safetensors"]
+        assert sorted(flat) == [
+            "config.json",
+            "iter_0000010",
+            "iter_0000010/mp_rank_00",
+            PT,
+            "model.safetensors",
+        ]
         assert isinstance(flat["iter_0000010"], RepoFolder) and isinstance(flat[PT], RepoFile)
         for path in ("model.safetensors", PT):
             f = flat[path]
             assert f.lfs.sha256 == _sha256(root / REPO / "main" / path)
-            assert f.size == f.lfs.size == (root / REPO / "main" / path).stat().st_size and f.lfs.pointer_size > 0
+            assert (
+                f.size == f.lfs.size == (root / REPO / "main" / path).stat().st_size
+                and f.lfs.pointer_size > 0
+            )
         assert flat["config.json"].lfs is None and len(flat["config.json"].blob_id) == 40
         # a byte-identical branch, named by its commit: same blobs, other commit
         commit = {b.name: b.target_commit for b in api.list_repo_refs(REPO).branches}["ckpt_000"]
         twin = {e.path: e for e in api.list_repo_tree(REPO, recursive=True, revision=commit)}
-        assert {p: e.blob_id for p, e in twin.items() if isinstance(e, RepoFile)} == \
-               {p: e.blob_id for p, e in flat.items() if isinstance(e, RepoFile)}
+        assert {p: e.blob_id for p, e in twin.items() if isinstance(e, RepoFile)} == {
+            p: e.blob_id for p, e in flat.items() if isinstance(e, RepoFile)
+        }
         top = {e.path: type(e) for e in api.list_repo_tree(REPO, revision="stage1-step140000-tokens294B")}
         assert top == {"config.json": RepoFile, "model.safetensors": RepoFile, "iter_0000010": RepoFolder}
         sub = list(api.list_repo_tree(REPO, path_in_repo="iter_0000010", revision="ckpt_000"))
@@ -110,21 +122,30 @@ def test_download_snapshot_and_offline_cache(root, tmp_path):
         commit = commit_of(HfApi(endpoint=hub.endpoint), "stage1-step140000-tokens294B")
         kw = dict(cache_dir=cache, endpoint=hub.endpoint)
         a = hf_hub_download(REPO, "model.safetensors", revision="stage1-step140000-tokens294B", **kw)
-        b = hf_hub_download(REPO, "model_optim_rng.pt", subfolder="iter_0000010/mp_rank_00", revision=commit, **kw)
-        snap = snapshot_download(REPO, revision="main", allow_patterns=["*.json", "iter_*/mp_rank_*/*.pt"], **kw)
+        b = hf_hub_download(
+            REPO, "model_optim_rng.pt", subfolder="iter_0000010/mp_rank_00", revision=commit, **kw
+        )
+        snap = snapshot_download(
+            REPO, revision="main", allow_patterns=["*.json", "iter_*/mp_rank_*/*.pt"], **kw
+        )
     branch = root / REPO / "stage1-step140000-tokens294B"
     assert Path(a).read_bytes() == (branch / "model.safetensors").read_bytes()
     assert Path(b).read_bytes() == (branch / PT).read_bytes()
-    assert sorted(p.relative_to(snap).as_posix() for p in Path(snap).rglob("*") if p.is_file()) == ["config.json", PT]
+    assert sorted(p.relative_to(snap).as_posix() for p in Path(snap).rglob("*") if p.is_file()) == [
+        "config.json",
+        PT,
+    ]
     assert (Path(snap) / PT).read_bytes() == (root / REPO / "main" / PT).read_bytes()
     gets = [p for m, p in hub.requests if m == "GET" and "/resolve/" in p]
     assert [p for p in gets if p.endswith(".safetensors")] == [  # allow_patterns kept main's weights out
-        f"/{REPO}/resolve/stage1-step140000-tokens294B/model.safetensors"]
+        f"/{REPO}/resolve/stage1-step140000-tokens294B/model.safetensors"
+    ]
     assert ("HEAD", f"/{REPO}/resolve/stage1-step140000-tokens294B/model.safetensors") in hub.requests
     # the server is gone: the same calls, offline, come from the cache
     script = f"""
 from huggingface_hub import hf_hub_download, snapshot_download
-a = hf_hub_download({REPO!r}, "model.safetensors", revision="stage1-step140000-tokens294B", cache_dir={str(cache)!r})
+a = hf_hub_download({REPO!r}, "model.safetensors", revision="stage1-step140000-tokens294B",
+                    cache_dir={str(cache)!r})
 b = hf_hub_download({REPO!r}, "model_optim_rng.pt", subfolder="iter_0000010/mp_rank_00", revision={commit!r},
                     cache_dir={str(cache)!r})
 s = snapshot_download({REPO!r}, revision="main", allow_patterns=["*.json", "iter_*/mp_rank_*/*.pt"],
@@ -139,18 +160,24 @@ print(a, b, s, sep="\\n")
 
 def test_dropped_connection_resumes_with_range(root, tmp_path):
     with FakeHub(root, drop_after_bytes=1000, drop_times=1) as hub:
-        path = hf_hub_download(REPO, "model.safetensors", revision="main", cache_dir=tmp_path, endpoint=hub.endpoint)
+        path = hf_hub_download(
+            REPO, "model.safetensors", revision="main", cache_dir=tmp_path, endpoint=hub.endpoint
+        )
         cfg = hf_hub_download(REPO, "config.json", revision="main", cache_dir=tmp_path, endpoint=hub.endpoint)
     assert Path(path).read_bytes() == (root / REPO / "main/model.safetensors").read_bytes()
     assert Path(cfg).read_bytes() == (root / REPO / "main/config.json").read_bytes()
-    assert hub.requests.count(("GET", f"/{REPO}/resolve/main/model.safetensors")) == 2  # dropped, then resumed
+    assert (
+        hub.requests.count(("GET", f"/{REPO}/resolve/main/model.safetensors")) == 2
+    )  # dropped, then resumed
     assert hub.drops_left == 0
 
 
 def test_range_request(root):
     data = (root / REPO / "main/model.safetensors").read_bytes()
     with FakeHub(root) as hub:
-        r = httpx.get(f"{hub.endpoint}/{REPO}/resolve/main/model.safetensors", headers={"Range": "bytes=1000-"})
+        r = httpx.get(
+            f"{hub.endpoint}/{REPO}/resolve/main/model.safetensors", headers={"Range": "bytes=1000-"}
+        )
     assert r.status_code == 206 and r.content == data[1000:]
     assert r.headers["Content-Range"] == f"bytes 1000-{len(data) - 1}/{len(data)}"
     assert r.headers["X-Linked-Etag"].strip('"') == hashlib.sha256(data).hexdigest()
@@ -183,8 +210,13 @@ def test_errors(root, tmp_path):
 def test_fail_all(root, tmp_path):
     with FakeHub(root) as hub:
         commit = commit_of(HfApi(endpoint=hub.endpoint), "main")
-        cached = snapshot_download(REPO, revision=commit, allow_patterns=["*.json"], cache_dir=tmp_path / "warm",
-                                   endpoint=hub.endpoint)
+        cached = snapshot_download(
+            REPO,
+            revision=commit,
+            allow_patterns=["*.json"],
+            cache_dir=tmp_path / "warm",
+            endpoint=hub.endpoint,
+        )
     with FakeHub(root, fail_all=True) as hub:  # connections dropped: httpx.RemoteProtocolError
         with pytest.raises(httpx.TransportError):
             HfApi(endpoint=hub.endpoint).list_repo_refs(REPO)
@@ -194,6 +226,14 @@ def test_fail_all(root, tmp_path):
             snapshot_download(REPO, cache_dir=tmp_path, endpoint=hub.endpoint)
         assert [m for m, _ in hub.requests] == ["GET", "HEAD", "GET"]
         # a commit already in the cache needs no request at all
-        assert snapshot_download(REPO, revision=commit, allow_patterns=["*.json"], cache_dir=tmp_path / "warm",
-                                 endpoint=hub.endpoint) == cached
+        assert (
+            snapshot_download(
+                REPO,
+                revision=commit,
+                allow_patterns=["*.json"],
+                cache_dir=tmp_path / "warm",
+                endpoint=hub.endpoint,
+            )
+            == cached
+        )
     assert len(hub.requests) == 3

@@ -77,18 +77,31 @@ def _metrics(x, y, f, u) -> list[float]:
 
 def _reference(name: str, model, ids) -> np.ndarray:
     layers = model.base_model.h if hasattr(model.base_model, "h") else model.base_model.layers
-    attn_attr = {"gpt2": "attn", "bloom": "self_attention", "falcon": "self_attention",
-                 "falcon_new": "self_attention"}.get(name, "attention" if name.startswith("gpt_neox") else "self_attn")
+    attn_attr = {
+        "gpt2": "attn",
+        "bloom": "self_attention",
+        "falcon": "self_attention",
+        "falcon_new": "self_attention",
+    }.get(name, "attention" if name.startswith("gpt_neox") else "self_attn")
     seen: dict = {}
     hooks = []
     for i, layer in enumerate(layers):
-        hooks.append(layer.register_forward_pre_hook(
-            lambda m, a, k, i=i: seen.__setitem__(("h", i), a[0] if a else k["hidden_states"]),
-            with_kwargs=True))
-        hooks.append(layer.register_forward_hook(  # bloom and falcon layers return (hidden, attn weights)
-            lambda m, a, o, i=i: seen.__setitem__(("o", i), o[0] if isinstance(o, tuple) else o)))
-        hooks.append(getattr(layer, attn_attr).register_forward_hook(
-            lambda m, a, o, i=i: seen.__setitem__(("a", i), o[0])))
+        hooks.append(
+            layer.register_forward_pre_hook(
+                lambda m, a, k, i=i: seen.__setitem__(("h", i), a[0] if a else k["hidden_states"]),
+                with_kwargs=True,
+            )
+        )
+        hooks.append(
+            layer.register_forward_hook(  # bloom and falcon layers return (hidden, attn weights)
+                lambda m, a, o, i=i: seen.__setitem__(("o", i), o[0] if isinstance(o, tuple) else o)
+            )
+        )
+        hooks.append(
+            getattr(layer, attn_attr).register_forward_hook(
+                lambda m, a, o, i=i: seen.__setitem__(("a", i), o[0])
+            )
+        )
     with torch.no_grad():
         model(ids)
     for hk in hooks:
@@ -117,15 +130,35 @@ def test_scores_equal_reference(name):
 
 
 def test_table_covers_required_families():
-    assert {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gpt_neox", "olmo2", "olmo", "olmo3", "olmoe",
-            "smollm3", "gpt2", "granite", "gemma3_text", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "bloom",
-            "falcon"} <= set(FAMILIES)
+    assert {
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma2",
+        "gpt_neox",
+        "olmo2",
+        "olmo",
+        "olmo3",
+        "olmoe",
+        "smollm3",
+        "gpt2",
+        "granite",
+        "gemma3_text",
+        "phi3",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "bloom",
+        "falcon",
+    } <= set(FAMILIES)
     assert {ALIASES.get(n, n) for n in CONFIGS} == set(FAMILIES)  # a tiny model each
 
 
 def test_unknown_family_lists_supported():
     class Cfg:
         model_type = "t5"
+
     with pytest.raises(UnsupportedFamilyError, match="supported: gemma2.*how|To add one"):
         family_for(Cfg())
 
@@ -142,6 +175,7 @@ def test_hooks_removed_even_on_error():
 
 def test_non_finite_activation_is_reported():
     from redundancy.errors import NonFiniteActivationError
+
     model = tiny_model("llama")
     with torch.no_grad():
         model.model.layers[2].mlp.down_proj.weight[0, 0] = float("inf")
@@ -152,6 +186,7 @@ def test_non_finite_activation_is_reported():
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_runtime_drop_leaves_residual_unchanged(name):
     from redundancy.scoring._masks import runtime_drop
+
     model = tiny_model(name)
     ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(2))
     fam = family_for(model.config)
@@ -169,9 +204,13 @@ def test_families_command_prints_the_table():
 
     from redundancy.cli import app
     from redundancy.families import table_rows
+
     rows = {r["model_type"]: r for r in table_rows()}
     assert rows["granite"]["attention joins from"] == "self_attn x residual_multiplier"
-    assert rows["gpt_neox"]["residual"] == "parallel" and rows["gemma3_text"]["MLP joins from"] == "post_feedforward_layernorm"
+    assert (
+        rows["gpt_neox"]["residual"] == "parallel"
+        and rows["gemma3_text"]["MLP joins from"] == "post_feedforward_layernorm"
+    )
     assert rows["mixtral"]["layer-by-layer"].startswith("no") and rows["olmo3"]["layer-by-layer"] == "yes"
     r = CliRunner().invoke(app, ["families"], terminal_width=160)
     assert r.exit_code == 0 and all(t in r.output for t in FAMILIES)

@@ -26,23 +26,55 @@ from conftest import shared_tokenizer as make_tokenizer
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
 NAMINGS = {  # preset -> (repo, branch names, expected (step, stage) in order)
-    "olmo3": ("allenai/Olmo-3-tiny", ["stage1-step0", "stage1-step1000", "stage2-ingredient1-step0",
-                                      "stage2-ingredient1-step500", "stage3-step100"],
-              [(0, "stage1"), (1000, "stage1"), (1001, "stage2-ingredient1"), (1501, "stage2-ingredient1"),
-               (1602, "stage3")]),
-    "smollm3": ("HuggingFaceTB/SmolLM3-tiny-checkpoints", ["stage1-step-0", "stage1-step-40000",
-                                                          "stage2-step-3450000", "stage3-step-4200000"],
-                [(0, "stage1"), (40000, "stage1"), (3450000, "stage2"), (4200000, "stage3")]),
-    "bloom": ("bigscience/bloom-tiny-intermediate", ["global_step1000", "global_step2000"], [(1000, ""), (2000, "")]),
-    "crfm-gpt2": ("stanford-crfm/alias-gpt2-tiny-x21", ["checkpoint-0", "checkpoint-100"], [(0, ""), (100, "")]),
+    "olmo3": (
+        "allenai/Olmo-3-tiny",
+        [
+            "stage1-step0",
+            "stage1-step1000",
+            "stage2-ingredient1-step0",
+            "stage2-ingredient1-step500",
+            "stage3-step100",
+        ],
+        [
+            (0, "stage1"),
+            (1000, "stage1"),
+            (1001, "stage2-ingredient1"),
+            (1501, "stage2-ingredient1"),
+            (1602, "stage3"),
+        ],
+    ),
+    "smollm3": (
+        "HuggingFaceTB/SmolLM3-tiny-checkpoints",
+        ["stage1-step-0", "stage1-step-40000", "stage2-step-3450000", "stage3-step-4200000"],
+        [(0, "stage1"), (40000, "stage1"), (3450000, "stage2"), (4200000, "stage3")],
+    ),
+    "bloom": (
+        "bigscience/bloom-tiny-intermediate",
+        ["global_step1000", "global_step2000"],
+        [(1000, ""), (2000, "")],
+    ),
+    "crfm-gpt2": (
+        "stanford-crfm/alias-gpt2-tiny-x21",
+        ["checkpoint-0", "checkpoint-100"],
+        [(0, ""), (100, "")],
+    ),
     "k2": ("LLM360/K2-tiny", ["ckpt_000", "ckpt_001"], [(0, ""), (1, "")]),
-    "fineweb-ablation": ("HuggingFaceFW/ablation-tiny", ["step-001000-2BT", "step-002000-4BT"], [(1000, ""), (2000, "")]),
-    "opencoder": ("OpenCoder-LLM/OpenCoder-tiny-Checkpoints", ["pretrain_iter_0001000", "pretrain_iter_0002000",
-                                                              "anneal_iter_0001000"],
-                  [(1000, "pretrain"), (2000, "pretrain"), (3001, "anneal")]),
+    "fineweb-ablation": (
+        "HuggingFaceFW/ablation-tiny",
+        ["step-001000-2BT", "step-002000-4BT"],
+        [(1000, ""), (2000, "")],
+    ),
+    "opencoder": (
+        "OpenCoder-LLM/OpenCoder-tiny-Checkpoints",
+        ["pretrain_iter_0001000", "pretrain_iter_0002000", "anneal_iter_0001000"],
+        [(1000, "pretrain"), (2000, "pretrain"), (3001, "anneal")],
+    ),
 }
-TINYLLAMA = ["TinyLlama-1.1B-intermediate-step-480k-1T", "TinyLlama-1.1B-intermediate-step-715k-1.5T",
-             "TinyLlama-1.1B-intermediate-step-955k-token-2T"]
+TINYLLAMA = [
+    "TinyLlama-1.1B-intermediate-step-480k-1T",
+    "TinyLlama-1.1B-intermediate-step-715k-1.5T",
+    "TinyLlama-1.1B-intermediate-step-955k-token-2T",
+]
 
 
 def _checkpoint(folder: Path, seed: int) -> None:
@@ -84,6 +116,7 @@ def test_every_new_naming_is_listed(preset, hub_root, env):
 
 def test_tokens_from_the_step_and_cumulative_over_restarting_stages(hub_root, env):
     from redundancy import list_checkpoints
+
     with FakeHub(hub_root) as hub:
         olmo3 = list_checkpoints(NAMINGS["olmo3"][0], "olmo3", endpoint=hub.endpoint)
         fineweb = list_checkpoints(NAMINGS["fineweb-ablation"][0], "fineweb-ablation", endpoint=hub.endpoint)
@@ -101,8 +134,17 @@ def test_one_repo_per_step_listed_by_author_and_crawled(hub_root, env):
         assert [r[1] for r in _rows(out)] == ["1007B", "1499B", "2003B"]  # 2,097,152 per step, not "1T"
         searches = [p for m, p in hub.requests if p == "/api/models"]
         assert len(searches) == 2  # two pages of 2 (three steps and the chat model), linked by the server
-        code, out = run("crawl", "TinyLlama", "--preset", "tinyllama", "--endpoint", hub.endpoint,
-                        "--out", env / "t.zarr", *FAST)
+        code, out = run(
+            "crawl",
+            "TinyLlama",
+            "--preset",
+            "tinyllama",
+            "--endpoint",
+            hub.endpoint,
+            "--out",
+            env / "t.zarr",
+            *FAST,
+        )
         assert code == 0, out
         explicit = ",".join(f"TinyLlama/{n}" for n in TINYLLAMA[:2])
         code, out = run("list", explicit, "--preset", "tinyllama", "--endpoint", hub.endpoint)
@@ -117,10 +159,13 @@ def test_two_stages_with_equal_step_numbers_never_share_a_cell(hub_root, env):
     """OpenCoder: pretrain_iter_0001000 and anneal_iter_0001000 are two checkpoints, two cells."""
     repo = NAMINGS["opencoder"][0]
     with FakeHub(hub_root) as hub:
-        code, out = run("crawl", repo, "--preset", "opencoder", "--endpoint", hub.endpoint, "--out",
-                        env / "o.zarr", *FAST)
+        code, out = run(
+            "crawl", repo, "--preset", "opencoder", "--endpoint", hub.endpoint, "--out", env / "o.zarr", *FAST
+        )
         assert code == 0, out
-        code, out = run("list", repo, "--preset", "opencoder", "--stage", "anneal", "--endpoint", hub.endpoint)
+        code, out = run(
+            "list", repo, "--preset", "opencoder", "--stage", "anneal", "--endpoint", hub.endpoint
+        )
         assert code == 0 and [r[2] for r in _rows(out)] == ["anneal_iter_0001000"]
         code, out = run("list", repo, "--preset", "opencoder", "--stage", "decay", "--endpoint", hub.endpoint)
         assert code == 1 and "its stages: pretrain, anneal" in out

@@ -82,7 +82,9 @@ def test_crawl_records_flags_and_keeps_finished_cells(hub_root, env):
         assert "step 9 (step9): no tokenizer: uses step16's" in out  # reported before scoring
         assert "step 9: step9 has no tokenizer files; using step16's" in out  # and when it is scored
         done = {p: p.read_bytes() for p in (env / "c.zarr" / "cells").rglob("*") if p.is_file()}
-        code, out = run("crawl", REPO, "--preset", "pythia", "--endpoint", hub.endpoint, "--out", env / "c.zarr", *FAST)
+        code, out = run(
+            "crawl", REPO, "--preset", "pythia", "--endpoint", hub.endpoint, "--out", env / "c.zarr", *FAST
+        )
         assert code == 0, out
     assert "step 8 (step8): config drift: vocab_size 640" in out
     assert all(p.read_bytes() == b for p, b in done.items())  # finished cells kept byte for byte
@@ -98,8 +100,19 @@ def test_crawl_records_flags_and_keeps_finished_cells(hub_root, env):
 
 def test_dynamics_leave_out_flagged_steps_and_heatmaps_mark_them(hub_root, env):
     with FakeHub(hub_root) as hub:
-        code, out = run("crawl", REPO, "--preset", "pythia", "--endpoint", hub.endpoint, "--step", "2",
-                        "--out", env / "c.zarr", *FAST)
+        code, out = run(
+            "crawl",
+            REPO,
+            "--preset",
+            "pythia",
+            "--endpoint",
+            hub.endpoint,
+            "--step",
+            "2",
+            "--out",
+            env / "c.zarr",
+            *FAST,
+        )
     assert code == 0, out
     cube = open_cube(env / "c.zarr")
     imp = cube.importance.squeeze(["model", "dataset"]).mean("sample")
@@ -117,6 +130,7 @@ class _Exploit:
 
     def __reduce__(self):
         import os
+
         return os.system, (f"touch {self.marker}",)
 
 
@@ -126,6 +140,7 @@ def _bin_only(folder: Path, state: dict, config) -> None:
     config.save_pretrained(folder)
     make_tokenizer().save_pretrained(folder)
     import torch
+
     torch.save(state, folder / "pytorch_model.bin")
 
 
@@ -139,11 +154,29 @@ def test_bin_only_revisions_load_with_weights_only(tmp_path, env):
     _bin_only(tmp_path / "hub/org/bin-evil/step1", evil, models[1].config)
     shutil.copytree(tmp_path / "hub/org/bin-evil/step1", tmp_path / "hub/org/bin-evil/main")
     with FakeHub(tmp_path / "hub") as hub:
-        code, out = run("crawl", "org/bin-history", "--preset", "pythia", "--endpoint", hub.endpoint,
-                        "--out", env / "ok.zarr", *FAST)
+        code, out = run(
+            "crawl",
+            "org/bin-history",
+            "--preset",
+            "pythia",
+            "--endpoint",
+            hub.endpoint,
+            "--out",
+            env / "ok.zarr",
+            *FAST,
+        )
         assert code == 0, out
-        code, out = run("crawl", "org/bin-evil", "--preset", "pythia", "--endpoint", hub.endpoint,
-                        "--out", env / "evil.zarr", *FAST)
+        code, out = run(
+            "crawl",
+            "org/bin-evil",
+            "--preset",
+            "pythia",
+            "--endpoint",
+            hub.endpoint,
+            "--out",
+            env / "evil.zarr",
+            *FAST,
+        )
     assert not open_cube(env / "ok.zarr").importance.isnull().any()
     errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
     assert code == 1 and len(errors) == 1 and "refused unread" in errors[0] and "Traceback" not in out

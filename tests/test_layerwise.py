@@ -144,7 +144,8 @@ def test_cli_layerwise_cube_equals_full_cube(local_series, tmp_path):
 
     common = ["-d", "prose", "-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "3"]
     for name, extra in (("full", []), ("layerwise", ["--layerwise"])):
-        r = CliRunner().invoke(app, ["score", f"local:{local_series}", "--out", str(tmp_path / name), *common, *extra])
+        args = ["score", f"local:{local_series}", "--out", str(tmp_path / name), *common, *extra]
+        r = CliRunner().invoke(app, args)
         assert r.exit_code == 0, r.output
     full, lw = open_cube(tmp_path / "full"), open_cube(tmp_path / "layerwise")
     assert full["importance"].shape == lw["importance"].shape

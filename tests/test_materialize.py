@@ -45,8 +45,8 @@ def _kv_layers(model) -> list[int]:
     """KV-cache bytes per layer after a forward pass (0 for a layer that caches nothing)."""
     with torch.no_grad():
         cache = model(IDS, use_cache=True).past_key_values
-    return [l.keys.nbytes + l.values.nbytes if getattr(l, "keys", None) is not None and l.keys.numel() > 0
-            else 0 for l in cache.layers]
+    return [kv.keys.nbytes + kv.values.nbytes if getattr(kv, "keys", None) is not None and kv.keys.numel() > 0
+            else 0 for kv in cache.layers]
 
 
 def _kv_bytes(model):
@@ -69,7 +69,11 @@ def test_attn_mlp_drop_round_trip(name, tok, tmp_path):
         torch.testing.assert_close(loaded(IDS).logits, want, rtol=0, atol=1e-5)
         assert torch.equal(loaded.generate(IDS[:1, :8], max_new_tokens=6, do_sample=False), want_gen)
     layers = model.get_submodule(fam.layers)
-    dropped = [layers[2].get_submodule(fam.attn), layers[1].get_submodule(fam.mlp), layers[3].get_submodule(fam.mlp)]
+    dropped = [
+        layers[2].get_submodule(fam.attn),
+        layers[1].get_submodule(fam.mlp),
+        layers[3].get_submodule(fam.mlp),
+    ]
     for i, kind in [(2, "attn"), (1, "mlp"), (3, "mlp")]:
         for site in {getattr(fam, f"{kind}_norm"), getattr(fam, f"{kind}_out")} - {None, getattr(fam, kind)}:
             dropped.append(layers[i].get_submodule(site))
@@ -96,9 +100,14 @@ def test_block_drop_is_a_stock_model(name, tok, tmp_path):
 def test_released_format_loads(tok, tmp_path):
     model = _src("llama", tok, tmp_path)
     cfg = json.loads((tmp_path / "src/config.json").read_text())
-    cfg.update(drop_attn_list=[False, True, False, True], drop_mlp_list=[], auto_map={
-        "AutoConfig": "configuration_dropped_llama.LlamaConfig",
-        "AutoModelForCausalLM": "modeling_dropped_llama.LlamaForCausalLM"})
+    cfg.update(
+        drop_attn_list=[False, True, False, True],
+        drop_mlp_list=[],
+        auto_map={
+            "AutoConfig": "configuration_dropped_llama.LlamaConfig",
+            "AutoModelForCausalLM": "modeling_dropped_llama.LlamaForCausalLM",
+        },
+    )
     (tmp_path / "src/config.json").write_text(json.dumps(cfg))  # weights of dropped layers still inside
     loaded = load_dropped(tmp_path / "src", dtype=torch.float32).eval()
     with torch.no_grad(), runtime_drop(model, family_for(model.config), attn=(1, 3)):
@@ -111,7 +120,9 @@ def test_bad_plans(tok, tmp_path):
         materialize(tmp_path / "src", DropPlan(attn=(9,)), tmp_path / "x")
     with pytest.raises(RedundancyError, match="cannot drop the attention of layer 0"):
         materialize(tmp_path / "src", DropPlan(attn=(0,)), tmp_path / "x")
-    assert DropPlan.from_order("joint", [("attn", 3), ("mlp", 2), ("attn", 1)], 2) == DropPlan((3,), (2,), "Joint-2", "joint")
+    assert DropPlan.from_order("joint", [("attn", 3), ("mlp", 2), ("attn", 1)], 2) == DropPlan(
+        (3,), (2,), "Joint-2", "joint"
+    )
 
 
 def test_drop_cli_from_a_stored_order(local_series, tmp_path):
@@ -119,15 +130,52 @@ def test_drop_cli_from_a_stored_order(local_series, tmp_path):
 
     from redundancy import open_cube
     from redundancy.cli import app
+
     store = tmp_path / "c.zarr"
-    r = CliRunner().invoke(app, ["score", f"local:{local_series}", "--out", str(store), "-d", "math",
-                                 "--samples", "4", "--seq-len", "32"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            f"local:{local_series}",
+            "--out",
+            str(store),
+            "-d",
+            "math",
+            "--samples",
+            "4",
+            "--seq-len",
+            "32",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["drop", str(local_series / "step-1000"), "--out", str(tmp_path / "d"),
-                                 "--kind", "mlp", "--k", "2", "--store", str(store), "--dataset", "math"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "drop",
+            str(local_series / "step-1000"),
+            "--out",
+            str(tmp_path / "d"),
+            "--kind",
+            "mlp",
+            "--k",
+            "2",
+            "--store",
+            str(store),
+            "--dataset",
+            "math",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    imp = open_cube(store).importance.sel(step=1000, dataset="math", module="mlp").mean("sample").squeeze().values
+    imp = (
+        open_cube(store)
+        .importance.sel(step=1000, dataset="math", module="mlp")
+        .mean("sample")
+        .squeeze()
+        .values
+    )
     want = sorted(int(i) for i in imp.argsort()[:2])
     assert json.loads((tmp_path / "d" / "config.json").read_text())["drop_mlp_list"] == want
-    r = CliRunner().invoke(app, ["drop", str(local_series / "step-1000"), "--out", str(tmp_path / "e"), "--attn", "x"])
+    r = CliRunner().invoke(
+        app, ["drop", str(local_series / "step-1000"), "--out", str(tmp_path / "e"), "--attn", "x"]
+    )
     assert r.exit_code == 1 and "comma-separated integers" in r.output

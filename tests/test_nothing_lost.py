@@ -73,8 +73,9 @@ def test_old_single_group_layout_is_read_and_converted(tmp_path):
 
     from redundancy.study.results import _objects, _row
     store = tmp_path / "old.zarr"
-    _objects(_row("m", 0, "baseline", {"task": 0.5}, None, dict(kind="baseline", n_dropped=0, quant="none"))).to_zarr(
-        str(store), zarr_format=3, consolidated=False)
+    _objects(
+        _row("m", 0, "baseline", {"task": 0.5}, None, dict(kind="baseline", n_dropped=0, quant="none"))
+    ).to_zarr(str(store), zarr_format=3, consolidated=False)
     assert isinstance(open_results(store), xr.Dataset)
     ds = write_results(store, "m", 0, "Attn-2", {"task": 0.4}, kind="attn", n_dropped=2)
     assert set(ds["plan"].values) == {"baseline", "Attn-2"} and (store / "current").is_symlink()
@@ -87,6 +88,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("where", ["same", "inside", "parent"])
 def test_drop_out_onto_its_source_is_refused(local_series, tmp_path, where):
     import shutil
+
     src = tmp_path / "ckpt"
     shutil.copytree(local_series / "step-10", src)
     before = _files(src)
@@ -102,17 +104,22 @@ def test_drop_refuses_an_existing_out_unless_overwrite(local_series, tmp_path):
     (out / "keep.txt").write_text("mine")
     r = CliRunner().invoke(app, ["drop", str(local_series / "step-10"), "--attn", "1", "--out", str(out)])
     assert r.exit_code == 1 and "--overwrite" in r.output and (out / "keep.txt").read_text() == "mine"
-    r = CliRunner().invoke(app, ["drop", str(local_series / "step-10"), "--attn", "1", "--out", str(out),
-                                 "--overwrite"])
+    r = CliRunner().invoke(
+        app, ["drop", str(local_series / "step-10"), "--attn", "1", "--out", str(out), "--overwrite"]
+    )
     assert r.exit_code == 0, r.output
-    assert not (out / "keep.txt").exists() and json.loads((out / "config.json").read_text())["drop_attn_list"] == [1]
+    assert not (out / "keep.txt").exists() and json.loads((out / "config.json").read_text())[
+        "drop_attn_list"
+    ] == [1]
 
 
 @pytest.mark.slow  # a drop subprocess killed
 def test_killed_drop_leaves_nothing_loadable(local_series, tmp_path):
-    """SIGKILL while the dropped checkpoint is being saved: no `out`, and the half-written folder is refused."""
+    """SIGKILL while the dropped checkpoint is being saved: no `out`, and the half-written folder is
+    refused."""
     from redundancy.drop import load_any
     from redundancy.errors import RedundancyError
+
     code = textwrap.dedent(f"""
         import os, signal, transformers
         save = transformers.PreTrainedModel.save_pretrained
@@ -121,7 +128,7 @@ def test_killed_drop_leaves_nothing_loadable(local_series, tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)  # killed once the weights are on disk, before the rest
         transformers.PreTrainedModel.save_pretrained = dying
         from redundancy.cli import app
-        app(["drop", "{local_series / 'step-10'}", "--attn", "1", "--out", "{tmp_path / 'out'}"])
+        app(["drop", "{local_series / "step-10"}", "--attn", "1", "--out", "{tmp_path / "out"}"])
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == -9, r.stderr
@@ -137,6 +144,7 @@ def test_damaged_cell_is_reported_and_rescored(local_series, tmp_path):
     import numpy as np
 
     from redundancy import open_cube
+
     store = tmp_path / "cube.zarr"
     fast = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4"]
     runner = CliRunner()
@@ -146,7 +154,12 @@ def test_damaged_cell_is_reported_and_rescored(local_series, tmp_path):
     chunk = next(p for p in sorted((cell / "importance").rglob("*")) if p.is_file() and p.name != "zarr.json")
     chunk.unlink()
     r = runner.invoke(app, ["check", str(store)])
-    assert r.exit_code == 1 and f"{cell.name}" in r.output and "missing" in r.output and "3 cells sound" in r.output
+    assert (
+        r.exit_code == 1
+        and f"{cell.name}" in r.output
+        and "missing" in r.output
+        and "3 cells sound" in r.output
+    )
     r = runner.invoke(app, ["score", f"local:{local_series}", "--out", str(store), *fast])
     assert r.exit_code == 0 and "damaged cell" in r.output and "1 cells written" in r.output
     np.testing.assert_array_equal(open_cube(store).importance.values, before)

@@ -33,18 +33,26 @@ def test_order_cli_stores_both_strategies(local_series, tmp_path):
     fast = ["--samples", "4", "--seq-len", "32", "--batch-size", "4", "-d", "math"]
     r = CliRunner().invoke(app, ["score", f"local:{local_series}", "--out", out, *fast])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["order", f"local:{local_series}", "--out", out, "-d", "math", "--step", "100"])
+    r = CliRunner().invoke(
+        app, ["order", f"local:{local_series}", "--out", out, "-d", "math", "--step", "100"]
+    )
     assert r.exit_code == 0, r.output
     cube = open_cube(out)
     o = cube.drop_order.sel(step=100, dataset="math").squeeze("model")
     assert list(o.strategy.values) == ["one-shot", "iterative"]
     for mod in ("block", "attn", "mlp"):
         assert sorted(o.sel(strategy="iterative", module=mod).values.tolist()) == [0, 1, 2, 3]
-    one_shot = np.argsort(cube.importance.sel(step=100, dataset="math", module="attn").mean("sample").squeeze().values)
+    one_shot = np.argsort(
+        cube.importance.sel(step=100, dataset="math", module="attn").mean("sample").squeeze().values
+    )
     assert o.sel(strategy="one-shot", module="attn").values.tolist() == one_shot.tolist()
     assert (cube.drop_order.sel(step=0) == -1).all()  # steps without orders read -1
     r = CliRunner().invoke(app, ["figures", out, "--out", str(tmp_path / "figs")])
     assert r.exit_code == 0, r.output
     names = {p.name for p in (tmp_path / "figs").glob("*.png")}
-    assert {"one_shot_vs_iterative_series0_100_math.png", "order_grid_series0_math.png",
-            "block_per_layer_series0.png", "heatmap_series0_math_importance.png"} <= names
+    assert {
+        "one_shot_vs_iterative_series0_100_math.png",
+        "order_grid_series0_math.png",
+        "block_per_layer_series0.png",
+        "heatmap_series0_math_importance.png",
+    } <= names

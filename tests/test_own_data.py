@@ -71,7 +71,10 @@ def test_every_local_format_into_one_cube_with_stable_fingerprints(local_series,
     assert sorted(a.dataset.values) == ["d.csv", "d.json", "d.jsonl", "d.parquet", "mixed", "txts"]
     assert not a.importance.isnull().any()
     assert (a.fingerprint.values == b.fingerprint.values).all()  # the same windows on every run
-    src = {str(d): str(s) for d, s in zip(a.dataset.values, a.calibration_source.squeeze(["model", "step"]).values)}
+    src = {
+        str(d): str(s)
+        for d, s in zip(a.dataset.values, a.calibration_source.squeeze(["model", "step"]).values)
+    }
     assert src["mixed"] == f"file:{files['mixed'].resolve()}:body"
 
 
@@ -81,10 +84,21 @@ def test_hub_spec_through_the_real_datasets_client(local_series, tmp_path):
     pq.write_table(pa.table({"body": [_text(i) for i in range(60)]}), data / "test-00000-of-00001.parquet")
     with FakeHub(tmp_path / "hub") as hub:
         env = {"HF_HUB_OFFLINE": None, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf")}
-        r = cli("score", f"local:{local_series / 'step-10'}", "--out", tmp_path / "h.zarr",
-                "-d", "hf:acme/notes::test:body", *FAST, env=env)
+        r = cli(
+            "score",
+            f"local:{local_series / 'step-10'}",
+            "--out",
+            tmp_path / "h.zarr",
+            "-d",
+            "hf:acme/notes::test:body",
+            *FAST,
+            env=env,
+        )
         assert r.returncode == 0, r.stderr
-        assert ("GET", "/datasets/acme/notes/resolve/" + hub.requests[-1][1].split("/resolve/")[1]) in hub.requests
+        assert (
+            "GET",
+            "/datasets/acme/notes/resolve/" + hub.requests[-1][1].split("/resolve/")[1],
+        ) in hub.requests
     cube = open_cube(tmp_path / "h.zarr")
     assert cube.dataset.values.tolist() == ["notes-test"] and not cube.importance.isnull().any()
     assert str(cube.calibration_source.item()) == "hf:acme/notes::test:body"
@@ -109,14 +123,18 @@ def _bad(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "latin.txt").write_bytes("line one\nline two\ncaf\xe9 au lait\n".encode("latin-1"))
     (tmp / "prose").mkdir()  # a folder named like the store's built-in set: another source, one name
     (tmp / "prose" / "a.jsonl").write_text(json.dumps({"text": _text(2) * 20}) + "\n")
-    return {"missing": (["-d", str(tmp / "nope.jsonl")], "does not exist"),
-            "empty": (["-d", str(tmp / "empty.jsonl")], "empty.jsonl is empty"),
-            "field": (["-d", str(tmp / "rows.jsonl")], "has no field 'text'; its fields: body, id"),
-            "short": (["-d", str(tmp / "short.txt")], "gives only 0 windows"),
-            "utf8": (["-d", str(tmp / "latin.txt")], "latin.txt line 3: bytes that are not UTF-8"),
-            "offline": (["-d", "hf:acme/notes::test"], "switched off (HF_HUB_OFFLINE). Use an offline set "
-                                                        "instead: code, math, prose"),
-            "same name": (["-d", str(tmp / "prose")], "another source under the same name")}
+    return {
+        "missing": (["-d", str(tmp / "nope.jsonl")], "does not exist"),
+        "empty": (["-d", str(tmp / "empty.jsonl")], "empty.jsonl is empty"),
+        "field": (["-d", str(tmp / "rows.jsonl")], "has no field 'text'; its fields: body, id"),
+        "short": (["-d", str(tmp / "short.txt")], "gives only 0 windows"),
+        "utf8": (["-d", str(tmp / "latin.txt")], "latin.txt line 3: bytes that are not UTF-8"),
+        "offline": (
+            ["-d", "hf:acme/notes::test"],
+            "switched off (HF_HUB_OFFLINE). Use an offline set instead: code, math, prose",
+        ),
+        "same name": (["-d", str(tmp / "prose")], "another source under the same name"),
+    }
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "field", "short", "utf8", "offline", "same name"])

@@ -80,11 +80,15 @@ def test_two_workers_score_the_single_process_cube(cluster, local_series, refere
     series = open_series(f"local:{local_series}")
     seen = []
     events = Events(checkpoint=lambda ckpt, state: seen.append((ckpt.step, state)))
-    score_series_ray(series, tmp_path / "cube.zarr", SETTINGS, events, fetcher=RecordPid(tmp_path), num_workers=2)
+    score_series_ray(
+        series, tmp_path / "cube.zarr", SETTINGS, events, fetcher=RecordPid(tmp_path), num_workers=2
+    )
 
     assert_same_cube(series, reference, CubeStore(tmp_path / "cube.zarr"))
     assert len({p.read_text() for p in tmp_path.glob("*.pid")}) >= 2, "two worker processes took part"
-    assert sorted(events.written) == sorted((c.step, d) for c in series.checkpoints for d in SETTINGS.datasets)
+    assert sorted(events.written) == sorted(
+        (c.step, d) for c in series.checkpoints for d in SETTINGS.datasets
+    )
     assert sorted(s for s, state in seen if state == "scored") == [c.step for c in series.checkpoints]
 
     again = Events(checkpoint=lambda ckpt, state: seen.append((ckpt.step, state)))
@@ -105,15 +109,17 @@ def test_a_duplicate_is_copied_in_its_originals_task(cluster, local_series, tmp_
 def test_an_error_in_a_task_is_the_toolkits_one_line_error(cluster, local_series, tmp_path):
     too_long = ScoreSettings(datasets=("math",), n_samples=1, seq_len=300)  # the models' context is 256
     with pytest.raises(CalibrationError, match="longer than") as err:
-        score_series_ray(open_series(f"local:{local_series}"), tmp_path / "cube.zarr", too_long,
-                         num_workers=1)
+        score_series_ray(
+            open_series(f"local:{local_series}"), tmp_path / "cube.zarr", too_long, num_workers=1
+        )
     assert "\n" not in str(err.value)
 
 
 def test_a_killed_worker_is_retried_and_keeps_its_cells(cluster, local_series, reference, tmp_path):
     series, out, marker = open_series(f"local:{local_series}"), tmp_path / "cube.zarr", tmp_path / "died"
-    events = score_series_ray(series, out, SETTINGS, fetcher=KillOnce(10, marker, out), num_workers=2,
-                              max_retries=1)
+    events = score_series_ray(
+        series, out, SETTINGS, fetcher=KillOnce(10, marker, out), num_workers=2, max_retries=1
+    )
 
     at_death = json.loads(marker.read_text())  # the worker did die, once
     assert {str(CubeStore(out).cell_path(series.model, 10, d)) for d in SETTINGS.datasets} <= set(at_death)

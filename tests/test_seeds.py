@@ -78,8 +78,20 @@ def test_hub_suite_crawled_into_one_cube(tmp_path, env):
     repos = "EleutherAI/pythia-tiny-seed1,EleutherAI/pythia-tiny-seed2"
     fast = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
     with FakeHub(root) as hub:
-        r = CliRunner().invoke(app, ["score", f"suite:{repos}", "--preset", "pythia", "--endpoint", hub.endpoint,
-                                     "--out", str(tmp_path / "s.zarr"), *fast])
+        r = CliRunner().invoke(
+            app,
+            [
+                "score",
+                f"suite:{repos}",
+                "--preset",
+                "pythia",
+                "--endpoint",
+                hub.endpoint,
+                "--out",
+                str(tmp_path / "s.zarr"),
+                *fast,
+            ],
+        )
     assert r.exit_code == 0, r.output
     cube = open_cube(tmp_path / "s.zarr")
     assert cube["model"].values.tolist() == repos.split(",")

@@ -26,7 +26,10 @@ def test_every_family_passes_in_every_dtype(name, dtype):
     """The deviation is measured (not just "no error") and sits under the dtype's tolerance."""
     model = tiny_model(name).to(dtype)
     devs = []
-    with torch.no_grad(), residual_hooks(model, family_for(model.config), lambda i, s: devs.append(layer_deviation(s))):
+    with (
+        torch.no_grad(),
+        residual_hooks(model, family_for(model.config), lambda i, s: devs.append(layer_deviation(s))),
+    ):
         model(IDS)
     assert len(devs) == model.config.num_hidden_layers
     assert max(float(d) for d in devs) <= tolerance(dtype)
@@ -74,5 +77,7 @@ def test_cli_one_line_and_store_unchanged(monkeypatch, local_series, tmp_path):
     result = runner.invoke(app, ["score", f"local:{local_series}", "--out", str(out), *fast])
     assert result.exit_code == 1
     errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "self-check failed for llama" in errors[0] and "Traceback" not in result.output
+    assert (
+        len(errors) == 1 and "self-check failed for llama" in errors[0] and "Traceback" not in result.output
+    )
     assert _files(out) == before
