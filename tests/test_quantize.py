@@ -89,7 +89,13 @@ def test_quantized_dropped_model_reloads_evaluates_and_times(method, dropped, tm
     # lm-eval ran the reloaded 4-bit model: its acc on the first 8 facts is the one scored by hand
     assert scores == {"builtin_facts": _acc_by_hand(model, tokenizer, task_items("builtin_facts")[:8])}
     speed = measure_speed(model, prompt_tokens=16, new_tokens=4, repeats=1)
-    assert speed.tokens_per_s > 0 and speed.kv_cache_bytes > 0
+    # the reloaded 4-bit model caches keys and values of its kept attention layers, in fp32:
+    # (k and v) x kv heads x head dim x (16 + 4 - 1 positions) x 4 bytes, per kept layer
+    c = model.config
+    per_layer = 2 * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 19 * 4
+    kept = c.num_hidden_layers - len(PLAN.attn)
+    assert speed.kv_cache_bytes == kept * per_layer
+    assert speed.tokens_per_s * speed.seconds == pytest.approx(16 + 4)
 
 
 def test_cli_refuses_a_group_size_that_does_not_divide_the_widths(dropped, tmp_path):
