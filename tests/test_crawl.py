@@ -124,9 +124,6 @@ def test_crawl_equals_local_scoring(hub_root, env):
     assert a.duplicate_of.sel(step=16).item() == "4"
     np.testing.assert_array_equal(a.importance.sel(step=16).values, a.importance.sel(step=4).values)
     assert not list((env / "hfcache").rglob("*.safetensors"))  # released after scoring
-    from huggingface_hub import scan_cache_dir  # and the hub client sees no revision left
-
-    assert [r.commit_hash for repo in scan_cache_dir(env / "hfcache").repos for r in repo.revisions] == []
 
 
 @pytest.mark.slow  # starts Ray

@@ -71,17 +71,16 @@ class HubFetcher:
                               f"{_size(free)} free in {target}; free space or pass --cache-dir")
 
     def release(self, ckpt: Checkpoint) -> None:
-        """Delete this checkpoint's files from the cache; blobs other revisions use stay."""
+        """Delete this checkpoint's files from the cache; blobs other snapshots link to stay.
+
+        By path, within this repo's folder: huggingface_hub's scan_cache_dir().delete_revisions()
+        scans the whole cache, which Ray workers share while they download, and raced with them
+        (an OSError mid-scan); one revision may also hold every step's folder (MAP-Neo)."""
         if self.keep or ckpt.path is None:
             return
         if ckpt.format == "megatron":
             shutil.rmtree(self._converted(ckpt), ignore_errors=True)
-        if ckpt.subfolder:  # one revision holds every step's folder (MAP-Neo): only this folder goes
-            _release_folder(_snapshot_root(ckpt, self._cache()), ckpt.subfolder)
-            return
-        from huggingface_hub import scan_cache_dir
-
-        scan_cache_dir(self._cache()).delete_revisions(ckpt.commit).execute()
+        _release_folder(_snapshot_root(ckpt, self._cache()), ckpt.subfolder or "")
 
 
 def _release_folder(root: Path, subfolder: str) -> None:
