@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -57,7 +58,13 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         os.rename(tmp, final)
         shutil.rmtree(aside, ignore_errors=True)
         return
-    os.rename(tmp, final)
+    try:
+        os.rename(tmp, final)
+    except OSError as exc:  # another process published `final` between the check and the rename
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise OutputError(f"{final} appeared while it was being written (another process?); "
+                          "kept it as it was") from None
 
 
 def clean_stale(final: Path) -> None:
