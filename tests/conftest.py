@@ -7,6 +7,7 @@ import os
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from _models import tiny_model
@@ -43,6 +44,32 @@ def write_series(root: Path, steps: list[int], family: str = "llama", **kw) -> P
         tok.save_pretrained(folder)
         (folder / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": step * 4096}))
     return root
+
+
+def stored_scores(model, tokenizer=None, dataset: str = "math", n: int = 4, seq_len: int = 32,
+                  metric: str = "importance", text_field: str = "text") -> np.ndarray:
+    """The METRIC `redundancy score -d DATASET --samples N --seq-len SEQ_LEN` stores for a checkpoint
+    (fp32, seed 0), computed here: `model` a checkpoint folder (whose tokenizer is used unless
+    `tokenizer`, a folder, is given) or a model. (layer, module, sample): a cube cell's order once model,
+    step and dataset are selected."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redundancy import Scorer, calibration_tokens
+
+    tok = AutoTokenizer.from_pretrained(tokenizer or model)
+    if isinstance(model, (str, Path)):
+        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    ids = calibration_tokens(dataset, tok, n, seq_len, seed=0, text_field=text_field).tokens
+    return Scorer(model, [metric]).score(ids, batch_size=n)[..., 0].transpose(1, 2, 0)
+
+
+def whole_figure(path: Path) -> bool:
+    """A PNG from its signature to its IEND chunk, or a PDF from its header to its %%EOF marker."""
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        return data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")
+    return path.suffix == ".pdf" and data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
 
 
 @pytest.fixture(scope="session")

@@ -103,8 +103,17 @@ def test_sample_counts():
     np.testing.assert_allclose(pm.sel(n_samples=2).values, [0.5, 0.1, 0.9])
     assert float(analyses.samples_for_same_drop_set(da, k=1)) == 4
     boot = analyses.bootstrap_interval(da, n_boot=100)
-    assert (boot["low"] <= boot["high"]).all()
-    assert float(boot["high"].sel(n_samples=1, layer=2) - boot["low"].sel(n_samples=1, layer=2)) == 0
+    # means of the first n: n=1 is sample 0 itself; n=8: (2 x 0.5 + 6 x 0.1) / 8 = 0.2,
+    # (2 x 0.1 + 6 x 0.9) / 8 = 0.7, 0.9
+    np.testing.assert_allclose(boot["mean"].sel(n_samples=1).values, [0.5, 0.1, 0.9])
+    np.testing.assert_allclose(boot["mean"].sel(n_samples=8).values, [0.2, 0.7, 0.9])
+    # one sample drawn from all 8: layer 0 is 0.5 in ~1/4 of 100 draws, else 0.1; layer 1 0.1 in ~1/4, else
+    # 0.9; both values hold more than 5 % of the draws, so the 90 % interval spans exactly the two
+    np.testing.assert_allclose(boot["low"].sel(n_samples=1).values, [0.1, 0.1, 0.9])
+    np.testing.assert_allclose(boot["high"].sel(n_samples=1).values, [0.5, 0.9, 0.9])
+    # layer 2 is 0.9 in every sample: a zero-width interval at every n
+    np.testing.assert_allclose(boot["low"].sel(layer=2).values, 0.9)
+    np.testing.assert_allclose(boot["high"].sel(layer=2).values, 0.9)
 
 
 def test_training_dynamics():
@@ -117,7 +126,14 @@ def test_training_dynamics():
     assert int(analyses.first_step_with_final_set(imp, k=2)) == 10
     cube = xr.concat([imp * 0.1, imp, imp * 2], dim="module").assign_coords(module=["attn", "mlp", "block"])
     obs = analyses.study_observation(cube)
-    assert bool(obs["attn_lowest_at_end"])
+    # layers 1-3: step 0 (0.3 + 0.2 + 0.1) / 3 = 0.2, step 100 (0.2 + 0.3 + 0.4) / 3 = 0.3; x 0.1, 1, 2
+    np.testing.assert_allclose(obs["first"].sel(module=["attn", "mlp", "block"]).values, [0.02, 0.2, 0.4])
+    np.testing.assert_allclose(obs["final"].sel(module=["attn", "mlp", "block"]).values, [0.03, 0.3, 0.6])
+    np.testing.assert_allclose(obs["change"].sel(module=["attn", "mlp", "block"]).values, [0.01, 0.1, 0.2])
+    assert bool(obs["attn_lowest_at_end"])  # 0.03 < 0.3 and 0.03 < 0.6
+    # attention below MLP (0.3 < 0.6) but above block (0.3 > 0.03) at the end: not the study's claim
+    swap = xr.concat([imp, imp * 2, imp * 0.1], dim="module").assign_coords(module=["attn", "mlp", "block"])
+    assert not bool(analyses.study_observation(swap)["attn_lowest_at_end"])
 
 
 def test_strategy_agreement_by_hand():

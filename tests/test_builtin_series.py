@@ -38,6 +38,11 @@ def test_small_recipe_is_deterministic_and_cached(tmp_path):
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     curve = json.loads((a / "series.json").read_text())["loss_curve"]
     assert [p["step"] for p in curve] == [1, 2, 3, 4] and all(np.isfinite(p["loss"]) for p in curve)
+    # step 1's loss is the untrained model's, a mean per token: logits of std ~ sqrt(64) x 0.02 = 0.16
+    # around 0 give ln(300) = 5.70 + ~0.16^2 / 2, +- ~0.02 over 2 x 31 tokens (5.74 measured); a sum
+    # over tokens or another model's loss would be far off
+    vocab = json.loads((ckpts[0].path / "config.json").read_text())["vocab_size"]
+    assert vocab == 300 and curve[0]["loss"] == pytest.approx(np.log(vocab), abs=0.1)
     w0, w4 = load_file(ckpts[0].path / "model.safetensors"), load_file(ckpts[-1].path / "model.safetensors")
     assert any(not torch.equal(w0[k], w4[k]) for k in w0)  # training moved the weights
 

@@ -91,10 +91,10 @@ def test_tree(root):
         for path in ("model.safetensors", PT):
             f = flat[path]
             assert f.lfs.sha256 == _sha256(root / REPO / "main" / path)
-            assert (
-                f.size == f.lfs.size == (root / REPO / "main" / path).stat().st_size
-                and f.lfs.pointer_size > 0
-            )
+            size = (root / REPO / "main" / path).stat().st_size
+            # the pointer file: "version https://git-lfs.github.com/spec/v1\n" (43 bytes),
+            # "oid sha256:" + 64 hex digits + "\n" (76), "size " + the size's digits + "\n" (6 + digits)
+            assert f.size == f.lfs.size == size and f.lfs.pointer_size == 125 + len(str(size))
         assert flat["config.json"].lfs is None and len(flat["config.json"].blob_id) == 40
         # a byte-identical branch, named by its commit: same blobs, other commit
         commit = {b.name: b.target_commit for b in api.list_repo_refs(REPO).branches}["ckpt_000"]

@@ -23,6 +23,7 @@ from redundancy.cli import app
 from _fakehub import FakeHub
 from _models import tiny_model
 from conftest import shared_tokenizer as make_tokenizer
+from conftest import stored_scores, whole_figure
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
 NAMINGS = {  # preset -> (repo, branch names, expected (step, stage) in order)
@@ -151,7 +152,11 @@ def test_one_repo_per_step_listed_by_author_and_crawled(hub_root, env):
         assert code == 0 and [int(r[0]) for r in _rows(out)] == [480000, 715000]
     cube = open_cube(env / "t.zarr")
     assert cube["model"].values.tolist() == ["TinyLlama/tinyllama"]
-    assert cube.step.values.tolist() == [480000, 715000, 955000] and not cube.importance.isnull().any()
+    assert cube.step.values.tolist() == [480000, 715000, 955000]
+    for step, name in zip((480000, 715000, 955000), TINYLLAMA):  # each step from its own repo's weights
+        got = cube.importance.sel(step=step, dataset="math").squeeze("model").values
+        want = stored_scores(hub_root / "TinyLlama" / name / "main")
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert len(set(cube.revision.squeeze(["model", "dataset"]).values)) == 3  # one commit per repo
 
 
@@ -172,8 +177,12 @@ def test_two_stages_with_equal_step_numbers_never_share_a_cell(hub_root, env):
     cube = open_cube(env / "o.zarr").squeeze("model")
     assert cube.step.values.tolist() == [1000, 2000, 3001]
     assert cube.stage.values.tolist() == ["pretrain", "pretrain", "anneal"]
-    assert np.all(np.diff(cube.tokens.values) > 0)  # monotone along the stage sequence
-    a, b = (cube.importance.sel(step=s).values for s in (1000, 3001))
-    assert not np.array_equal(a, b)  # different weights, different cells
-    paths = analyses.heatmaps(cube.expand_dims("model"), env / "figs")
-    assert paths and paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG was written whole
+    # 4,194,304 tokens per step; the anneal stage restarts at iteration 0 after pretrain's 2000: 2000 + 1000
+    assert cube.tokens.values.tolist() == [1000 * 4194304, 2000 * 4194304, 3000 * 4194304]
+    names = NAMINGS["opencoder"][1]
+    for step, name in zip((1000, 2000, 3001), names):  # each cell from its own branch, not a namesake's
+        got = cube.importance.sel(step=step, dataset="math").values
+        np.testing.assert_allclose(got, stored_scores(hub_root / repo / name), rtol=0, atol=1e-6)
+    paths = analyses.heatmaps(cube.expand_dims("model"), env / "figs")  # one model, one dataset
+    figs = [f"heatmap_OpenCoder-LLM-OpenCoder-tiny-Checkpoints_math_importance.{x}" for x in ("png", "pdf")]
+    assert [p.name for p in paths] == figs and all(whole_figure(p) for p in paths)

@@ -22,6 +22,7 @@ from redundancy.cli import app
 from _fakehub import FakeHub
 from _models import tiny_model
 from conftest import shared_tokenizer as make_tokenizer
+from conftest import stored_scores, whole_figure
 
 REPO = "EleutherAI/pythia-flawed"
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
@@ -74,6 +75,7 @@ def test_list_shows_every_flag(hub_root, env):
     assert not any(m == "GET" and p.endswith(".safetensors") for m, p in hub.requests)  # no weights
 
 
+@pytest.mark.slow  # two crawls, ~5 s
 def test_crawl_records_flags_and_keeps_finished_cells(hub_root, env):
     with FakeHub(hub_root) as hub:
         code, out = run("crawl", REPO, "--preset", "pythia", "--endpoint", hub.endpoint, "--step", "9",
@@ -120,8 +122,9 @@ def test_dynamics_leave_out_flagged_steps_and_heatmaps_mark_them(hub_root, env):
     assert analyses.trend(imp, keep_flagged=True)["step"].values.tolist() == [0, 2, 16]
     notes = analyses.step_flags(cube.squeeze(["model", "dataset"]))
     assert notes.sel(step=2).item() == "= final?" and notes.sel(step=0).item() == ""
-    paths = analyses.heatmaps(cube, env / "figs")
-    assert paths and all(p.read_bytes()[:4] in (b"\x89PNG", b"%PDF") for p in paths)  # written whole
+    paths = analyses.heatmaps(cube, env / "figs")  # one model, one dataset: one PNG and one PDF
+    names = [f"heatmap_EleutherAI-pythia-flawed_math_importance.{x}" for x in ("png", "pdf")]
+    assert [p.name for p in paths] == names and all(whole_figure(p) for p in paths)
 
 
 class _Exploit:
@@ -177,7 +180,10 @@ def test_bin_only_revisions_load_with_weights_only(tmp_path, env):
             env / "evil.zarr",
             *FAST,
         )
-    assert not open_cube(env / "ok.zarr").importance.isnull().any()
+    ok = open_cube(env / "ok.zarr").importance.sel(dataset="math").squeeze("model")
+    for s in (1, 2):  # each step's cells hold its own .bin weights, scored as a folder of them scores
+        want = stored_scores(tmp_path / "hub/org/bin-history" / f"step{s}")
+        np.testing.assert_allclose(ok.sel(step=s).values, want, rtol=0, atol=1e-6)
     errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
     assert code == 1 and len(errors) == 1 and "refused unread" in errors[0] and "Traceback" not in out
     assert not marker.exists()

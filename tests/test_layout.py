@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent / "redundancy"
 
 
@@ -66,6 +68,7 @@ def test_no_import_cycle():
             visit(m)
 
 
+@pytest.mark.slow  # a fresh interpreter subprocess
 def test_the_cli_and_package_import_without_torch():
     code = ("import sys, redundancy, redundancy.cli; "
             "print(sorted(m for m in ('torch', 'xarray') if m in sys.modules))")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from redundancy import Scorer, open_cube
@@ -25,6 +26,7 @@ def test_iterative_by_hand():
     assert got == chosen and sorted(got) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # scores, orders and draws figures through the CLI, ~6 s
 def test_order_cli_stores_both_strategies(local_series, tmp_path):
     from typer.testing import CliRunner
 
@@ -40,8 +42,18 @@ def test_order_cli_stores_both_strategies(local_series, tmp_path):
     cube = open_cube(out)
     o = cube.drop_order.sel(step=100, dataset="math").squeeze("model")
     assert list(o.strategy.values) == ["one-shot", "iterative"]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redundancy import calibration_tokens
+
+    folder = local_series / "step-100"
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = calibration_tokens("math", AutoTokenizer.from_pretrained(folder), 4, 32, seed=0).tokens
     for mod in ("block", "attn", "mlp"):
-        assert sorted(o.sel(strategy="iterative", module=mod).values.tolist()) == [0, 1, 2, 3]
+        iterative = o.sel(strategy="iterative", module=mod).values.tolist()
+        assert iterative == iterative_order(Scorer(model, ["importance"]), ids, mod, batch_size=4)
+        # the first round drops nothing yet: its pick is the one-shot order's first layer
+        assert iterative[0] == o.sel(strategy="one-shot", module=mod).values[0]
     one_shot = np.argsort(
         cube.importance.sel(step=100, dataset="math", module="attn").mean("sample").squeeze().values
     )

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from redundancy import open_cube
 
 from _fakehub import FakeHub
+from conftest import stored_scores
 
 pytestmark = pytest.mark.slow  # runs the CLI in subprocesses
 
@@ -69,8 +71,19 @@ def test_every_local_format_into_one_cube_with_stable_fingerprints(local_series,
         assert r.returncode == 0, r.stderr
     a, b = open_cube(tmp_path / "a.zarr"), open_cube(tmp_path / "b.zarr")
     assert sorted(a.dataset.values) == ["d.csv", "d.json", "d.jsonl", "d.parquet", "mixed", "txts"]
-    assert not a.importance.isnull().any()
     assert (a.fingerprint.values == b.fingerprint.values).all()  # the same windows on every run
+    # every format holds the same 40 records in the same order (mixed: a.jsonl's 20, then sub/b.parquet's
+    # 20), so every set packs the same token stream: one fingerprint, and one set of scores, for all six
+    assert len(set(a.fingerprint.values.ravel())) == 1
+    imp = a.importance.squeeze(["model", "step"])
+    for d in a.dataset.values:
+        np.testing.assert_array_equal(imp.sel(dataset=d).values, imp.sel(dataset="d.jsonl").values)
+    np.testing.assert_allclose(
+        imp.sel(dataset="d.jsonl").values,
+        stored_scores(local_series / "step-10", dataset=str(files["jsonl"]), text_field="body"),
+        rtol=0,
+        atol=1e-6,
+    )
     src = {
         str(d): str(s)
         for d, s in zip(a.dataset.values, a.calibration_source.squeeze(["model", "step"]).values)
@@ -100,7 +113,11 @@ def test_hub_spec_through_the_real_datasets_client(local_series, tmp_path):
             "/datasets/acme/notes/resolve/" + hub.requests[-1][1].split("/resolve/")[1],
         ) in hub.requests
     cube = open_cube(tmp_path / "h.zarr")
-    assert cube.dataset.values.tolist() == ["notes-test"] and not cube.importance.isnull().any()
+    assert cube.dataset.values.tolist() == ["notes-test"]
+    # the hub split's rows are the parquet file's rows: the same windows as that file read locally
+    local = stored_scores(local_series / "step-10", dataset=str(data / "test-00000-of-00001.parquet"),
+                          text_field="body")
+    np.testing.assert_allclose(cube.importance.squeeze().values, local, rtol=0, atol=1e-6)
     assert str(cube.calibration_source.item()) == "hf:acme/notes::test:body"
 
 

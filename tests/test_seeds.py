@@ -16,7 +16,7 @@ from redundancy.cli import app
 
 from _fakehub import FakeHub
 from _models import tiny_model
-from conftest import make_tokenizer
+from conftest import make_tokenizer, stored_scores
 
 # runs a, b, c at steps 0, 10, 20 over 4 layers
 VALUES = [[[0.1, 0.4, 0.2, 0.3], [0.5, 0.1, 0.3, 0.2], [0.5, 0.1, 0.3, 0.2]],
@@ -96,4 +96,9 @@ def test_hub_suite_crawled_into_one_cube(tmp_path, env):
     cube = open_cube(tmp_path / "s.zarr")
     assert cube["model"].values.tolist() == repos.split(",")
     assert cube["seed"].values.tolist() == [0, 1] and set(cube["suite"].values) == {"custom"}
-    assert cube.step.values.tolist() == [0, 1000] and not cube.importance.isnull().any()
+    assert cube.step.values.tolist() == [0, 1000]
+    for repo in repos.split(","):  # each run's cells from its own repo's weights
+        for step in (0, 1000):
+            got = cube.importance.sel(model=repo, step=step, dataset="math").values
+            want = stored_scores(root / repo / f"step{step}")
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
