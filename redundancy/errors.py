@@ -36,6 +36,11 @@ class SelfCheckError(RedundancyError):
     """The hook sites do not rebuild a layer's output: the family entry no longer fits the model."""
 
 
+class DropError(RedundancyError):
+    """A drop plan cannot be applied or saved as asked (layer out of range, a config field no
+    dropped checkpoint could keep, a KV-cache anchor)."""
+
+
 class OutputError(RedundancyError):
     """An output would replace its input or an existing result, or is locked by another writer."""
 

@@ -41,8 +41,24 @@ CONFIGS: dict[str, dict] = {
                    alibi=False, bos_token_id=0, eos_token_id=0),  # Falcon-7B: one shared norm, multi-query
     "falcon_new": dict(parallel_attn=True, new_decoder_architecture=True, num_kv_heads=2, bias=False,
                        alibi=False, bos_token_id=0, eos_token_id=0),  # Falcon-40B/180B: a norm each
+    # per-layer config fields in the forms the hub serves them (issue 19), read from transformers'
+    # configuration_<family>.py: a period and an index list (qwen2_moe: dense where (i + 1) %
+    # decoder_sparse_step != 0 or i in mlp_only_layers), a threshold building layer_types
+    # (qwen2: sliding from max_window_layers on), gemma3's older sliding_window_pattern, and the
+    # Stanford CRFM gpt2 runs' attention scaled by 1 / (layer_idx + 1)
+    "qwen2_moe_dense": dict(num_key_value_heads=2, num_experts=8, num_experts_per_tok=2,
+                            moe_intermediate_size=32, shared_expert_intermediate_size=64,
+                            decoder_sparse_step=2, mlp_only_layers=[0]),
+    "qwen2_sliding": dict(num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
+                          max_window_layers=1),
+    "gemma3_pattern": dict(num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                           sliding_window=8, sliding_window_pattern=2),
+    "gpt2_crfm": dict(n_positions=256, bos_token_id=0, eos_token_id=0,
+                      scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True),
 }
-ALIASES = {"gpt_neox_sequential": "gpt_neox", "falcon_new": "falcon"}  # config variants of one model_type
+# config variants of one model_type
+ALIASES = {"gpt_neox_sequential": "gpt_neox", "falcon_new": "falcon", "qwen2_moe_dense": "qwen2_moe",
+           "qwen2_sliding": "qwen2", "gemma3_pattern": "gemma3_text", "gpt2_crfm": "gpt2"}
 
 
 def tiny_model(name: str, seed: int = 0, layers: int = 4, vocab: int = 256,

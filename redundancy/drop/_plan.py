@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import RedundancyError
+from ..errors import DropError
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,10 @@ class DropPlan:
     def from_order(cls, kind: str, order, k: int) -> "DropPlan":
         """The first k entries of an order. kind: attn, mlp, block (layers) or joint ((module, layer))."""
         if k < 1:
-            raise RedundancyError(f"--k {k}: the number of modules to drop must be at least 1")
+            raise DropError(f"--k {k}: the number of modules to drop must be at least 1")
         first = list(order)[:k]
         if len(first) < k:
-            raise RedundancyError(f"the order has {len(first)} entries; cannot drop {k}")
+            raise DropError(f"the order has {len(first)} entries; cannot drop {k}")
         name = f"{ {'attn': 'Attn', 'mlp': 'MLP', 'block': 'Block', 'joint': 'Joint'}[kind]}-{k}"
         if kind == "joint":
             return cls(tuple(int(layer) for m, layer in first if m == "attn"),
@@ -48,7 +48,7 @@ class DropPlan:
     def check(self, n_layers: int) -> None:
         bad = [i for i in self.attn + self.mlp if not 0 <= i < n_layers]
         if bad:
-            raise RedundancyError(f"layer {bad[0]} does not exist: the model has {n_layers} layers "
+            raise DropError(f"layer {bad[0]} does not exist: the model has {n_layers} layers "
                                   f"(0..{n_layers - 1})")
         if self.blocks_only and len(self.attn) >= n_layers:
-            raise RedundancyError(f"the plan drops all {n_layers} layers; keep at least one")
+            raise DropError(f"the plan drops all {n_layers} layers; keep at least one")

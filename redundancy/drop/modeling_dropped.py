@@ -1,16 +1,28 @@
 """One modeling file for dropped checkpoints of every family: copied next to config.json.
 
-config.json keeps the family's own model_type and adds `drop_attn_list`, `drop_mlp_list` (the
-keys of the study's released checkpoints), `drop_sites` (where layers, attention, MLP and their
-norms live) and `auto_map` pointing here. Loading builds the stock model of that model_type and
-replaces each dropped module, and its norms, by a stub that adds zero to the residual and holds
-no weights; a dropped attention never writes to the KV cache, so it allocates none.
-Self-contained: it imports only torch and transformers.
+config.json says `"model_type": "redundancy_dropped"` (so no loader builds the stock family with
+the dropped modules initialised at random), `stock_model_type` (the family's own type),
+`drop_attn_list`, `drop_mlp_list` (the keys of the study's released checkpoints), `drop_sites`
+(where layers, attention, MLP and their norms live) and `auto_map` pointing here. Loading builds
+the stock model of `stock_model_type` and replaces each dropped module, and its norms, by a stub
+that adds zero to the residual and holds no weights; a dropped attention never writes to the KV
+cache, so it allocates none. Self-contained: it imports only torch and transformers.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import PreTrainedConfig
+
+# keys of config.json that belong to the dropped format, not to the stock family's config
+_FORMAT_KEYS = ("model_type", "stock_model_type", "auto_map", "architectures", "transformers_version")
+
+
+class DroppedConfig(PreTrainedConfig):
+    """What `AutoConfig.from_pretrained(dir, trust_remote_code=True)` returns for a dropped folder:
+    the stock config's fields, kept as they are; `stock_config` turns it into the family's config."""
+
+    model_type = "redundancy_dropped"
 
 
 class DroppedAttention(nn.Module):
@@ -70,6 +82,18 @@ def apply_drops(model: nn.Module, config) -> nn.Module:
     return model
 
 
+def stock_config(raw):
+    """The family's own config from a dropped config.json dict (or a DroppedConfig): our format
+    names it in `stock_model_type`, the study's released format in `model_type`."""
+    from transformers import AutoConfig
+
+    raw = dict(raw if isinstance(raw, dict) else raw.to_dict())
+    model_type = raw.get("stock_model_type") or raw["model_type"]
+    for key in _FORMAT_KEYS:
+        raw.pop(key, None)
+    return AutoConfig.for_model(model_type, **raw)
+
+
 def stock_class(config):
     """The family's own *ForCausalLM class, by model_type (never the class registered for remote code)."""
     import transformers
@@ -107,11 +131,13 @@ class DroppedForCausalLM:
 
     @classmethod
     def from_pretrained(cls, path, *args, config=None, **kwargs):
-        from transformers import AutoConfig
-
         kwargs.pop("trust_remote_code", None)
-        config = config or AutoConfig.from_pretrained(path)
-        # the stock class initialises the absent (dropped) weights; they are replaced right after.
-        # Without drop_sites transformers registered us for the whole config class in this
-        # process: a checkpoint without drops is stock.
+        for unused in ("gguf_file", "quantization_config", "subfolder"):  # lm-eval passes None
+            if kwargs.get(unused) in (None, ""):
+                kwargs.pop(unused, None)
+        if config is None:
+            config = DroppedConfig.from_pretrained(path)  # a folder or a hub id
+        if isinstance(config, DroppedConfig):
+            config = stock_config(config)
+        # the stock class initialises the absent (dropped) weights; they are replaced right after
         return load_stock(path, config, *args, **kwargs)
