@@ -23,13 +23,18 @@ WORKERS = typer.Option(None, help="with --executor ray: checkpoints scored at on
                        "CPUs or GPUs allow)")
 OVERWRITE = typer.Option(False, help="replace an existing non-empty --out")
 
+NAMES = "Step names (hub histories and local:DIR folders)"
+
+# local:DIR takes these three too: how its folder names read (sources/_steps.py)
 PRESET = typer.Option(None, help="a name from `redundancy list --help`'s presets: pythia, olmo, olmo2, "
-                      "olmo3, smollm3, map-neo, tinyllama, ...", rich_help_panel=HUB)
+                      "olmo3, smollm3, map-neo, tinyllama, ...; for local:DIR, how folder names read",
+                      rich_help_panel=NAMES)
 STAGE = typer.Option([], "--stage", help="training stages to keep (multi-stage histories; repeat)",
                      rich_help_panel=HUB)
-PATTERN = typer.Option(None, help="regex with (?P<step>...) for names no preset knows", rich_help_panel=HUB)
+PATTERN = typer.Option(None, help="regex with (?P<step>...) (and maybe (?P<tokens>...), (?P<stage>...)) "
+                       "for branch or folder names no preset knows", rich_help_panel=NAMES)
 TPS = typer.Option(None, "--tokens-per-step", help="tokens per step when names do not say",
-                   rich_help_panel=HUB)
+                   rich_help_panel=NAMES)
 EVERY = typer.Option(None, help="token grid, e.g. 500B: the checkpoint nearest each point",
                      rich_help_panel=HUB)
 STEPS = typer.Option([], "--step", help="exact steps (repeat)", rich_help_panel=HUB)
@@ -47,6 +52,7 @@ TOKENIZER = typer.Option(None, help="tokenizer repo or folder: for Megatron hist
 def hub_args(preset: Optional[str], pattern: Optional[str], tokens_per_step: Optional[float],
              every: Optional[str], steps: List[int], max_n: Optional[int], token: Optional[str],
              endpoint: Optional[str], stages: List[str]) -> dict[str, Any]:
-    """The selection options of a hub history, as sources.open_series takes them."""
+    """The selection options of a hub history, as sources.open_series takes them (a local folder
+    takes preset, pattern and tokens_per_step only: the others are refused there)."""
     return dict(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
                 steps=steps or None, max_n=max_n, token=token, endpoint=endpoint, stages=stages or None)

@@ -2,7 +2,6 @@
 evaluation and quantization of one checkpoint (printing and saving only; the work is in study/)."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,12 +70,6 @@ def heldout_from_cube(s: StudySettings, store: Path) -> StudySettings:
     labels = [str(d) for d in open_cube(store)["dataset"].values]
     return replace(s, ppl_sets={d: spec_of(d, cube.dataset_source(d)) for d in labels},
                    scored=(settings["n_samples"], settings["seq_len"]))
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    """The step in checkpoint.json (written by our sources), else 0."""
-    meta = checkpoint / "checkpoint.json"
-    return int(json.loads(meta.read_text())["step"]) if meta.exists() else 0
 
 
 def curves(results: Path, model: str, step: int, dataset: str, path: Path) -> list[Path]:

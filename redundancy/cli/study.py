@@ -59,7 +59,8 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
               out: Optional[Path] = typer.Option(None, help="results store (zarr) to add the scores to"),
               model: Optional[str] = typer.Option(None, help="model name in the results "
                                                   "(default: folder name)"),
-              step: Optional[int] = typer.Option(None, help="training step (default: checkpoint.json)"),
+              step: Optional[int] = typer.Option(None, help="training step (default: read from the "
+                                                 "folder as `score local:` reads it)"),
               plan: str = typer.Option("baseline", help="plan name in the results, e.g. Attn-4"),
               batch_size: int = typer.Option(16), limit: Optional[int] = typer.Option(None),
               device: str = o.DEVICE) -> None:
@@ -68,21 +69,22 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
     from .._device import check_device
     from ..drop import load_any
     from ..errors import RedundancyError
+    from ..sources import read_step
     from ..sources._load import load_tokenizer
     from ..study import evaluate_with_stderr, write_results
     from ._console import console
-    from ._study import checkpoint_step
 
     check_device(device)
     if batch_size < 1 or (limit is not None and limit < 1):
         raise RedundancyError("--batch-size and --limit must be at least 1")
+    if out is not None and step is None:  # before the evaluation: an unreadable name fails at once
+        step = read_step(checkpoint).step  # the step `score local:` files this folder under
     lm = load_any(checkpoint).to(device)
     scores, stderr = evaluate_with_stderr(lm, load_tokenizer(checkpoint), preset or None, tasks,
                                           batch_size, limit)
     for task, value in scores.items():
         console.print(f"{task:<24} {value:.4f} ± {stderr[task]:.4f}")
     if out is not None:
-        step = step if step is not None else checkpoint_step(checkpoint)
         res = write_results(out, model or checkpoint.resolve().name, step, plan, scores, stderr=stderr)
         console.print(f"average {float(res['average'].sel(plan=plan).max()):.4f}; stored in {out}")
 
@@ -148,8 +150,9 @@ def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop fr
                                                     "(default: the cube's seq_len)")) -> None:
     """Drop Attn-k / MLP-k / Block-k / Joint-k, evaluate, time, quantize; print and save Table 1."""
     from ..errors import RedundancyError
+    from ..sources import read_step
     from ..study import StudySettings
-    from ._study import checkpoint_step, study_command
+    from ._study import study_command
 
     if repeats < 2 or ppl_samples < 0:
         raise RedundancyError("--repeats must be at least 2 (a spread needs two timings), "
@@ -158,7 +161,8 @@ def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop fr
                       speed_batch=batch, repeats=repeats, quantize=quant, group_size=group_size,
                       device=device, ppl_samples=ppl_samples, ppl_seq_len=ppl_seq_len)
     study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
-                  step if step is not None else checkpoint_step(checkpoint), order_metric)
+                  step if step is not None else read_step(checkpoint).step,  # the cube's step of it
+                  order_metric)
 
 
 @command()

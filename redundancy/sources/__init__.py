@@ -8,12 +8,13 @@ from typing import Any, Callable
 from .._registry import Registry
 from ..errors import SeriesError
 from ._checkpoint import Checkpoint, Series
-from ._local import local_checkpoints
+from ._local import local_checkpoints, local_series
 from ._presets import PRESETS, make_preset
+from ._steps import StepReading, read_step
 from ._tiny import build_tiny_series
 
 __all__ = ["Checkpoint", "Series", "open_series", "open_all", "list_checkpoints", "SERIES_KINDS",
-           "BUILTIN_SERIES", "PRESETS", "is_hub"]
+           "BUILTIN_SERIES", "PRESETS", "is_hub", "read_step", "StepReading"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -23,9 +24,8 @@ def _builtin(name: str, progress: Progress | None) -> Series:
     return Series(f"builtin:{name}", local_checkpoints(folder))
 
 
-def _local(path: str, progress: Progress | None) -> Series:
-    root = Path(path).expanduser()
-    return Series(root.resolve().name, local_checkpoints(root))
+def _local(path: str, progress: Progress | None, **naming: Any) -> Series:
+    return local_series(path, **naming)
 
 
 def _hub(repo: str, progress: Progress | None, **hub_args: Any) -> Series:
@@ -51,18 +51,24 @@ def _split(spec: str) -> tuple[str, str]:
     return kind, rest
 
 
+# how names read: local folders take these too (sources/_steps.py); the other hub_args select
+NAMING = ("preset", "pattern", "tokens_per_step")
+
+
 def open_series(spec: str, progress: Progress | None = None, **hub_args: Any) -> Series:
     """`builtin:tiny`, `local:DIR` or `hub:ORG/NAME` -> its checkpoints (training the built-in one on
     first use; a hub history is listed and selected by `hub_args`: preset, every, steps, max_n...,
-    see sources._crawl.hub_series; nothing is downloaded)."""
+    see sources._crawl.hub_series; nothing is downloaded; a local folder takes preset, pattern and
+    tokens_per_step, how its folder names read: sources._steps.read_step)."""
     kind, rest = _split(spec)
     # token and endpoint also come from the environment (HF_TOKEN, HF_ENDPOINT): only selections count
     given = {k: v for k, v in hub_args.items() if v not in (None, [], ()) and k not in ("token", "endpoint")}
-    if kind != "hub" and given:
-        raise SeriesError(f"{', '.join(given)} select checkpoints of hub histories; {spec!r} is not one "
-                          "(write hub:ORG/NAME)")
+    naming = {k: v for k, v in given.items() if k in NAMING} if kind == "local" else {}
+    if kind != "hub" and set(given) - set(naming):
+        raise SeriesError(f"{', '.join(sorted(set(given) - set(naming)))} select checkpoints of hub "
+                          f"histories; {spec!r} is not one (write hub:ORG/NAME)")
     opener = SERIES_KINDS.get(kind)
-    return opener(rest, progress, **hub_args) if kind == "hub" else opener(rest, progress)
+    return opener(rest, progress, **(hub_args if kind == "hub" else naming))
 
 
 def open_all(spec: str, progress: Progress | None = None, **hub_args: Any) -> list[Series]:
