@@ -107,6 +107,8 @@ def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: boo
             modeling_dropped.apply_drops(model, model.config)
             save_dropped(model, tmp)
         AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+        if (Path(src) / "checkpoint.json").exists():  # its step and tokens, for study rows
+            shutil.copy(Path(src) / "checkpoint.json", tmp / "checkpoint.json")
     return out
 
 
