@@ -8,6 +8,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
+from .._config import eos_ids
 from ..errors import CalibrationError
 
 POOL_FACTOR = 4  # windows are drawn from the first POOL_FACTOR * n windows of the stream
@@ -16,11 +17,15 @@ _DOCS_PER_CALL = 64
 
 
 def _token_stream(docs: Iterable[str], tokenizer: Any) -> Iterator[list[int]]:
-    eos = tokenizer.eos_token_id
+    """Each document's ids, then the tokenizer's eos. One id even where the model's config lists
+    several (Llama-3: end_of_text, eom, eot): the separator is the tokenizer's own eos_token (its
+    first id if a tokenizer gives a list); none without one. Raises RedundancyError for an eos id
+    that is not an id."""
+    eos = list(eos_ids(None, tokenizer=tokenizer)[:1])
     it = iter(docs)
     while chunk := list(islice(it, _DOCS_PER_CALL)):
         for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
-            yield ids + ([eos] if eos is not None else [])
+            yield ids + eos
 
 
 def _stream_windows(docs: Iterable[str], tokenizer: Any, max_windows: int, seq_len: int) -> np.ndarray:

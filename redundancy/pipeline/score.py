@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._config import check_folder_text_only, check_text_only, max_positions
 from ..calibration import calibration_tokens
 from ..cube import CubeStore, make_cell
 from ..errors import CalibrationError, StoreError
@@ -24,6 +25,7 @@ def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
     from ..sources._load import load_model, load_tokenizer
 
     label = f"step {ckpt.step} ({ckpt.path})"
+    check_folder_text_only(ckpt.path, label)  # before the weights: scoring reads the family table
     model = load_model(ckpt.path, label, dtype=DTYPES[dtype])
     return model.to(device), load_tokenizer(ckpt.tokenizer_path or ckpt.path, label)
 
@@ -105,7 +107,9 @@ def _copy_duplicate(store: CubeStore, model: str, ckpt: Checkpoint,
 
 
 def _check_context(config: Any, model_name: str, ckpt: Checkpoint, seq_len: int) -> None:
-    context = getattr(config, "max_position_embeddings", None)
+    """CalibrationError when seq_len exceeds the context (max_position_embeddings, n_positions,
+    seq_length: _config.max_positions)."""
+    context = max_positions(config)
     if context is not None and seq_len > context:
         raise CalibrationError(f"--seq-len {seq_len} is longer than {model_name} step {ckpt.step}'s "
                                f"context of {context} tokens; use --seq-len {context} or less")
@@ -136,7 +140,9 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
     """Every calibration set in one sweep over the layers: each layer's weights are read once."""
     from transformers import AutoConfig
 
-    _check_context(AutoConfig.from_pretrained(ckpt.path), model_name, ckpt, s.seq_len)
+    config = AutoConfig.from_pretrained(ckpt.path)
+    check_text_only(config, f"{model_name} step {ckpt.step}")
+    _check_context(config, model_name, ckpt, s.seq_len)
     tokenizer = load_tokenizer(ckpt.tokenizer_path or ckpt.path, f"{model_name} step {ckpt.step}")
     specs = s.sets()
     calibs = [calibration_tokens(specs[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._config import check_text_only
 from ..errors import UnsupportedFamilyError
 from ..families import Family, family_for, get_path
 from ._hooks import _first, decoder_layers, residual_hooks
@@ -39,6 +40,7 @@ def score_layerwise(checkpoint: str | Path, tokens: torch.Tensor, batch_size: in
                                      "(one layer at a time) cannot; score it in full mode")
     device = torch.device(device)
     shards = Shards(checkpoint)
+    check_text_only(shards.config, str(checkpoint))
     model = skeleton(shards.config, dtype)
     family = family_for(model.config)
     if family.layerwise:

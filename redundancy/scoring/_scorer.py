@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._config import check_text_only
 from ..errors import NonFiniteActivationError
 from ..families import Family, family_for
 from ._ablation import ABLATION_METRICS, ablate
@@ -29,6 +30,7 @@ class Scorer:
         self.model = model
         self._deviations: torch.Tensor | None = None
         self._to_check = self_check
+        check_text_only(model.config)  # a wrapper's layers are not where the family table says
         self.family: Family = family_for(model.config)
         self.metrics = [METRICS.get(m) for m in metrics]
         self.metric_names = [m.name for m in self.metrics]

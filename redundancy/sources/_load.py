@@ -11,6 +11,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from .._config import text_config
 from ..errors import SeriesError, one_line
 
 
@@ -43,7 +44,7 @@ def _check_info(info: dict[str, Any], label: str, config: Any) -> None:
              (("missing", info.get("missing_keys") or []), ("unexpected", info.get("unexpected_keys") or []),
               ("of another shape", info.get("mismatched_keys") or [])) if keys]
     if parts:
-        layers = getattr(config, "num_hidden_layers", "?")
+        layers = getattr(text_config(config), "num_hidden_layers", "?")  # a wrapper's are under text_config
         raise SeriesError(f"{label}: config.json and the weights disagree ({'; '.join(map(str, parts))} "
                           f"weights; the config says {layers} layers): refused rather than scored with "
                           "random weights. Fix config.json or the weight files")

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .._config import check_text_only, pad_id, position_limit
 from ..drop import DropPlan, load_any, materialize
-from ..errors import RedundancyError
+from ..errors import RedundancyError, SeriesError, one_line
 from .results import BASELINE, has_results, open_results, write_results
 
 Order = Sequence  # layers (attn, mlp, block) or (module, layer) pairs (joint), most redundant first
@@ -66,6 +67,7 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
               log: Callable[[str], None] = print) -> Path:
     """Materialize, evaluate and time every plan and the baseline, quantize the chosen plans; returns
     the results store `out / results.zarr`. Models are kept under `out / models`."""
+    check_checkpoint(checkpoint, s)
     results, models = out / "results.zarr", out / "models"
     variants = [Variant(BASELINE, Path(checkpoint), BASELINE, 0)]
     for plan in plans(orders, s.ks):
@@ -82,6 +84,45 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
         if not _done(results, model, step, v.name, list(s.ppl_sets)):
             _measure(v, results, model, step, s)
     return results
+
+
+def check_checkpoint(checkpoint: Path, s: StudySettings) -> None:
+    """Refuse, before any model is written or evaluated, a config the chain cannot carry to its end.
+
+    Raises SeriesError (no readable config), UnsupportedFamilyError (a multimodal wrapper: dropping
+    and quantizing read the family table), RedundancyError (eos or pad ids that are not ids; timing
+    or perplexity windows longer than a learned position table, an IndexError after the baseline's
+    evaluation otherwise).
+    """
+    config, generation = _configs(Path(checkpoint))
+    check_text_only(config, str(checkpoint))
+    pad_id(config, generation)  # reads every eos and pad id: a malformed one fails here
+    limit = position_limit(config)
+    if limit is None:
+        return
+    if s.prompt_tokens + s.new_tokens > limit:
+        raise RedundancyError(f"--prompt {s.prompt_tokens} + --new {s.new_tokens} tokens exceed "
+                              f"{checkpoint}'s {limit} positions (a learned position table: "
+                              "max_position_embeddings or n_positions); time it with --prompt and --new "
+                              f"summing to at most {limit}")
+    ppl_len = s.ppl_seq_len or s.scored[1]
+    if s.ppl_sets and ppl_len > limit:
+        raise RedundancyError(f"held-out perplexity windows of {ppl_len} tokens exceed {checkpoint}'s "
+                              f"{limit} positions; pass --ppl-seq-len {limit} or less")
+
+
+def _configs(path: Path) -> tuple:
+    """(config, generation config or None) as from_pretrained reads them; SeriesError if unreadable."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+        generation = (GenerationConfig.from_pretrained(path) if (path / "generation_config.json").exists()
+                      else None)
+    except Exception as exc:  # noqa: BLE001 - a missing or malformed file, an unknown model_type
+        raise SeriesError(f"cannot read the config of {path}: {one_line(exc)}; pass a Hugging Face "
+                          "checkpoint folder") from None
+    return config, generation
 
 
 def _quantize(src: Path, dst: Path, method: str, s: StudySettings, overwrite: bool) -> Path:
@@ -123,6 +164,7 @@ def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings)
     scores, stderr = evaluate_with_stderr(lm, tokenizer, s.preset, s.tasks, s.eval_batch, s.limit)
     ppl = heldout_perplexity(lm, tokenizer, s.ppl_sets, s.ppl_samples, s.ppl_seq_len or s.scored[1], s.scored,
                              s.eval_batch) if s.ppl_sets else None
-    speed = measure_speed(lm, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats)
+    speed = measure_speed(lm, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats,
+                          tokenizer=tokenizer)
     write_results(results, model, step, v.name, scores, speed.to_dict(), kind=v.kind, n_dropped=v.n_dropped,
                   quant=v.quant, stderr=stderr, perplexity=ppl)

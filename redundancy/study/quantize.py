@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_dir, check_output
+from .._config import check_text_only
 from ..errors import RedundancyError
 from ..families import family_for
 
@@ -62,6 +63,7 @@ def awq_mappings(model: nn.Module) -> list:
     arch = type(model).__name__
     pairs = _EXTRA_AWQ.get(arch) or [(m.smooth_layer, m.balance_layers)
                                      for m in get_layer_mappings_from_model(model)]
+    check_text_only(model.config)  # AWQ's pairs are found under the family table's layers
     layers_path = family_for(model.config).layers
     modules = dict(model.named_modules())
     out = []

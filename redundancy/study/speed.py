@@ -4,10 +4,13 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from .._config import eos_ids, pad_id, vocab_size
+from ..errors import RedundancyError
 
 
 @dataclass
@@ -42,15 +45,41 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _generate_kwargs(model: nn.Module, ids: torch.Tensor, new_tokens: int, tokenizer: Any = None) -> dict:
+    """Greedy generation of exactly `new_tokens` for every row.
+
+    min_new_tokens = max_new_tokens masks every eos id until the last step, so a row never stops
+    early; the eos ids are given as one list (config, generation_config.json and tokenizer ids
+    together: Llama-3 configs hold a list) so that all of them are masked. The pad id must be one
+    int (a list there is a TypeError in GenerationConfig.validate); with no row finishing early it
+    is never written. The attention mask is given: random prompt ids that equal the pad id would
+    otherwise be read as padding.
+    """
+    config, generation = model.config, getattr(model, "generation_config", None)
+    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                  do_sample=False, use_cache=True, pad_token_id=pad_id(config, generation, tokenizer))
+    if eos := eos_ids(config, generation, tokenizer):
+        kwargs["eos_token_id"] = list(eos)
+    return kwargs
+
+
 @torch.inference_mode()
 def measure_speed(model: nn.Module, prompt_tokens: int = 2048, new_tokens: int = 2048, batch: int = 1,
-                  warmup: int = 1, repeats: int = 3, seed: int = 0) -> SpeedResult:
-    """Median wall time of greedy generation with the KV cache, device-synchronised, after warm-up."""
+                  warmup: int = 1, repeats: int = 3, seed: int = 0, tokenizer: Any = None) -> SpeedResult:
+    """Median wall time of greedy generation with the KV cache, device-synchronised, after warm-up.
+
+    `tokenizer` (optional) adds its eos and pad ids to the config's. Raises RedundancyError when the
+    config names no vocabulary size, or when generation returns other than `new_tokens` new tokens
+    (a stop other than eos, e.g. max_time in generation_config.json).
+    """
     device = next(model.parameters()).device
+    vocab = vocab_size(model.config)
+    if not vocab:
+        raise RedundancyError(f"{type(model).__name__}'s config names no vocab_size (nor does its "
+                              "text_config): cannot draw prompt ids; fix config.json")
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.config.vocab_size, (batch, prompt_tokens), generator=g).to(device)
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
-                  pad_token_id=model.config.eos_token_id if model.config.eos_token_id is not None else 0)
+    ids = torch.randint(0, vocab, (batch, prompt_tokens), generator=g).to(device)
+    kwargs = _generate_kwargs(model, ids, new_tokens, tokenizer)
     for _ in range(warmup):
         model.generate(ids, **kwargs)
     if device.type == "cuda":
@@ -62,6 +91,11 @@ def measure_speed(model: nn.Module, prompt_tokens: int = 2048, new_tokens: int =
         out = model.generate(ids, return_dict_in_generate=True, **kwargs)
         _sync(device)
         times.append(time.perf_counter() - t0)
+    made = out.sequences.shape[-1] - prompt_tokens
+    if made != new_tokens:
+        raise RedundancyError(f"generation stopped after {made} of {new_tokens} new tokens: something other "
+                              "than eos ends it (max_time or stop_strings in generation_config.json?); "
+                              "remove that setting to time the model")
     secs = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return SpeedResult(prompt_tokens, new_tokens, batch, secs, batch * (prompt_tokens + new_tokens) / secs,
