@@ -88,15 +88,18 @@ def hashes_digest(hashes: dict[str, str]) -> str:
     return "lfs:" + hashlib.sha256(json.dumps(sorted(hashes.items())).encode()).hexdigest()[:16]
 
 
-def local_digest(folder: Path, sample: int = 1 << 20) -> str:
-    """A short digest of a folder's weight files: each file's name, size, and first and last MiB
-    (different weights differ there: the header then the first tensors' bytes). Cheap for 7B files."""
+def local_digest(folder: Path) -> str:
+    """What a folder's weights are: a short digest of each weight file's name, size and xxh3-128 hash
+    of all its bytes (sources/_digest.py), so a tensor changed anywhere in a file gives another digest
+    and the store refuses the old cells as another model's. Hashes are cached while a file's size,
+    times and inode are unchanged: a 7B checkpoint is read once, not at every listing.
+    "xxh3:" + 16 hex digits; "files:" digests (first and last MiB only) were the previous scheme.
+    Raises OSError when a weight file cannot be read."""
+    from ._digest import file_digests
+
+    files = sorted(p for p in Path(folder).iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+    hashes = file_digests(files)
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(folder).iterdir() if p.name.endswith(WEIGHT_SUFFIXES)):
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}:".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(sample))
-            fh.seek(max(size - sample, 0))
-            h.update(fh.read(sample))
-    return "files:" + h.hexdigest()[:16]
+    for f in files:
+        h.update(f"{f.name}:{f.stat().st_size}:{hashes[f]}\n".encode())
+    return "xxh3:" + h.hexdigest()[:16]
