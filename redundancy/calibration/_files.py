@@ -1,85 +1,252 @@
-"""Calibration documents from local files: .jsonl, .json, .parquet, .csv, .txt, or a folder of them.
+"""Calibration documents from local files, read by the `datasets` library's packaged readers.
 
-A row's text is its `field` (a list field is joined item by item, as the registry joins fields);
-a .txt file is one document. Files of a folder are read in sorted order, so the windows and their
-fingerprint are the same on every run. Every fault is one CalibrationError naming the file.
+Formats: .jsonl and .json (JSON lines, a list of records, or an object holding one), .csv, .parquet,
+.txt (a file is one document); json, jsonl, csv and txt may also be compressed as pretraining
+corpora ship their shards (.jsonl.gz, .json.gz, .jsonl.zst, .bz2, .xz). A folder is read recursively.
+
+A row's text is its `field` (a list field is joined item by item, as the registry joins fields).
+Read as the user meant: a byte-order mark (as spreadsheets save CSV), Windows line ends and documents
+of any length. Files of a folder are read in sorted order, so the windows and their fingerprint are
+the same on every run. Every fault is one CalibrationError naming the file, and the line where
+there is one.
+
+The readers stream (streaming=True): no Arrow cache is written, neither beside the data (which may
+be read-only) nor in the Hugging Face cache; the few lock files `datasets` still makes go to a
+temporary folder removed after each read. Local files need no network.
 """
 from __future__ import annotations
 
-import csv
+import glob
 import json
+import logging
+import tempfile
+from contextlib import contextmanager
+from itertools import groupby
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from ..errors import CalibrationError
 
-SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
+FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # by extension, as datasets and fsspec infer them
+SUFFIXES = (*FORMATS, *COMPRESSIONS)  # what makes a -d spec a path (calibration/_spec.py)
+_KINDS = (f"{', '.join(FORMATS)} files (json, jsonl, csv and txt also as "
+          f"{', '.join(COMPRESSIONS)})")
+# read CSV cells as written: "NA", "null" or "" are text, not missing values (and the text field is
+# read as a string, not a number)
+_CSV = dict(keep_default_na=False, na_filter=False)
+BOM = b"\xef\xbb\xbf"
+
+
+def _base(path: Path) -> str:
+    """`path`'s name in lower case without a compression suffix: "D.jsonl.gz" -> "d.jsonl"."""
+    name = path.name.lower()
+    return next((name[:-len(c)] for c in COMPRESSIONS if name.endswith(c)), name)
+
+
+def file_format(path: Path) -> str | None:
+    """The `datasets` builder reading `path` ("json", "csv", "parquet", "text"), from its name:
+    "d.jsonl" and "d.jsonl.gz" -> "json". None when it is no data file (parquet compresses itself:
+    a compressed .parquet is refused)."""
+    base = _base(path)
+    if base != path.name.lower() and base.endswith(".parquet"):
+        return None
+    return FORMATS.get(Path(base).suffix)
 
 
 def data_files(path: Path) -> list[Path]:
     """The readable files of `path` (itself, or a folder's, recursively, sorted)."""
     if not path.exists():
         raise CalibrationError(f"calibration data {path} does not exist")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
+    if path.is_file():
+        if file_format(path) is None:
+            raise CalibrationError(f"{path}: unknown format {''.join(path.suffixes[-2:])!r}; "
+                                   f"use {_KINDS}")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and file_format(p))
     if not files:
-        raise CalibrationError(f"{path} holds no {', '.join(SUFFIXES)} files")
-    if path.is_file() and path.suffix not in SUFFIXES:
-        raise CalibrationError(f"{path}: unknown format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+        raise CalibrationError(f"{path} holds no {_KINDS}")
     return files
 
 
-def _text(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise CalibrationError(f"{path} line {line}: bytes that are not UTF-8 (at byte {exc.start}); "
-                               "convert the file to UTF-8") from None
-
-
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
-    if path.suffix == ".jsonl":
-        for i, line in enumerate(_text(path).splitlines(), 1):
-            if line.strip():
-                yield _json(line, path, i)
-    elif path.suffix == ".json":
-        data = _json(_text(path), path, 1)
-        rows = data if isinstance(data, list) else next(
-            (v for v in data.values() if isinstance(v, list)), None)
-        if rows is None:
-            raise CalibrationError(f"{path}: expected a list of records (or an object holding one)")
-        yield from rows
-    elif path.suffix == ".csv":
-        yield from csv.DictReader(_text(path).splitlines())
-    elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-        yield from pq.read_table(path).to_pylist()
-
-
-def _json(text: str, path: Path, line: int) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"{path} line {line + exc.lineno - 1}: not JSON ({exc.msg})") from None
-
-
 def file_documents(path: Path, field: str, to_text: Callable[[dict], str]) -> Iterator[str]:
-    """Every document of `path`; refuses empty files and a `field` the rows lack (listing theirs)."""
-    for f in data_files(path):
-        if f.suffix == ".txt":
-            text = _text(f)
-            if not text.strip():
-                raise CalibrationError(f"{f} is empty")
-            yield text
-            continue
-        n = 0
-        for row in _rows(f):
+    """Every document of `path`; refuses empty files and a `field` the rows lack (listing theirs).
+    Raises CalibrationError naming the file (and line) of any fault."""
+    files = data_files(path)
+    # .txt files are read together (one document each, so the n-th row is the n-th file);
+    # other files one call each, so that a fault names its file
+    for is_text, run in groupby(files, key=lambda f: file_format(f) == "text"):
+        if is_text:
+            yield from _text_documents(list(run))
+        else:
+            for f in run:
+                yield from _row_documents(f, field, to_text)
+
+
+def _text_documents(files: list[Path]) -> Iterator[str]:
+    """One document per .txt file, decoded as UTF-8 (a byte-order mark dropped, line ends as \\n)."""
+    done = 0
+    try:
+        for row in _read("text", files, sample_by="document", encoding="utf-8-sig"):
+            if not row["text"].strip():
+                raise CalibrationError(f"{files[done]} is empty")
+            done += 1
+            yield row["text"]
+    except CalibrationError:
+        raise
+    except Exception as exc:  # the reader's own: a decoding error, an unreadable file
+        raise _fault(files[done], "text", exc) from None
+
+
+def _row_documents(f: Path, field: str, to_text: Callable[[dict], str]) -> Iterator[str]:
+    """The text of each row of one json, jsonl, csv or parquet file (blank texts skipped)."""
+    builder, n = file_format(f), 0
+    options = dict(_CSV, converters={field: str}) if builder == "csv" else {}  # "007" stays "007"
+    if builder == "json" and (key := _json_field(f, field)):
+        options.update(field=key, encoding="utf-8-sig")  # read whole with open(): drop a BOM
+    try:
+        for row in _read(builder, [f], **options):
             if field not in row:
                 raise CalibrationError(f"{f} has no field {field!r}; its fields: {', '.join(map(str, row))}. "
                                        "Choose one with --text-field")
             n += 1
             if (text := to_text(row)).strip():
                 yield text
-        if n == 0:
-            raise CalibrationError(f"{f} is empty")
+    except CalibrationError:
+        raise
+    except Exception as exc:  # pyarrow, pandas, json and decoding errors, as the readers raise them
+        raise _fault(f, builder, exc) from None
+    if n == 0:
+        raise CalibrationError(f"{f} is empty")
+
+
+def _read(builder: str, files: list[Path], **options: Any) -> Iterator[dict[str, Any]]:
+    """Rows of `files` as `datasets`' packaged `builder` reads them, streamed, in file order."""
+    import datasets
+
+    with tempfile.TemporaryDirectory(prefix="redundancy-calibration-") as cache, _quiet():
+        # data_files are glob patterns: a name holding [, * or ? must match itself only
+        yield from datasets.load_dataset(builder, data_files=[glob.escape(str(f.resolve())) for f in files],
+                                         split="train", streaming=True, cache_dir=cache, **options)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Drop the readers' own error log lines while reading: their faults are re-raised as one
+    CalibrationError, which the CLI prints as one line. (A filter per read, not a level: reads
+    that interleave each remove their own.)"""
+    names = ("datasets.packaged_modules.json.json", "datasets.packaged_modules.csv.csv")
+    loggers, drop = [logging.getLogger(n) for n in names], logging.Filter("nothing")  # matches no name
+    for lg in loggers:
+        lg.addFilter(drop)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(drop)
+
+
+def _open(f: Path) -> IO[bytes]:
+    """`f`'s bytes, decompressed as its extension says (the same inference as datasets')."""
+    import fsspec
+
+    return fsspec.open(str(f), "rb", compression="infer").open()
+
+
+def _json_field(f: Path, field: str) -> str | None:
+    """For a .json file holding one object with a list of records: that list's key (the first
+    list), which datasets reads with `field`. None for JSON lines (.jsonl by name, or a record per
+    line) and for a list of records. Reads the first line only, unless the file is one object
+    spread over several lines (which the reader then loads whole too)."""
+    if not _base(f).endswith(".json"):
+        return None
+    with _open(f) as fh:
+        first = fh.readline().removeprefix(BOM)
+        while first and not first.strip():
+            first = fh.readline()
+        if not first.lstrip().startswith(b"{"):
+            return None  # a list (datasets reads it), empty, or not JSON: the reader says which
+        obj, more = _json(first), fh.read(1 << 16)
+        if obj is None:  # one object over several lines
+            obj, more = _json(first + more + fh.read()), b""
+    if more.strip() or not isinstance(obj, dict) or field in obj:
+        return None  # JSON lines (a record per line), or not JSON (located by _fault)
+    key = next((k for k, v in obj.items() if isinstance(v, list)), None)
+    if key is None:
+        raise CalibrationError(f"{f}: expected a list of records (or an object holding one); "
+                               f"found an object with fields {', '.join(map(str, obj))}")
+    return key
+
+
+def _json(text: bytes | str) -> Any:
+    """`text` parsed, or None when it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _fault(f: Path, builder: str, exc: BaseException) -> CalibrationError:
+    """One CalibrationError for a file a reader failed on: empty, not UTF-8 or not JSON at a line
+    (found by reading it again, only now that it failed), else the reader's own words."""
+    try:
+        where = _locate(f, builder)
+    except CalibrationError as err:
+        where = str(err)
+    except OSError as err:  # gone, unreadable, or a broken compressed stream
+        where = f"{f}: cannot be read ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+    if where:
+        return CalibrationError(where)
+    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return CalibrationError(f"{f}: cannot be read as {builder} ({type(exc).__name__}: {text})")
+
+
+def _decoded(f: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of `f`, decompressed and decoded as UTF-8 (a byte-order mark
+    dropped). Raises CalibrationError at the first line that is not UTF-8."""
+    with _open(f) as fh:
+        for i, raw in enumerate(fh, 1):
+            try:
+                yield i, raw.removeprefix(BOM).decode("utf-8") if i == 1 else raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise CalibrationError(f"{f} line {i}: bytes that are not UTF-8 (at byte {err.start} of the "
+                                       "line); convert the file to UTF-8") from None
+
+
+def _locate(f: Path, builder: str) -> str:
+    """What is wrong with `f` and on which line; "" when no line is at fault."""
+    if builder == "json":
+        return _json_fault(f)
+    blank = True
+    for _, line in _decoded(f):  # every line: a bad one may follow good ones
+        blank = blank and not line.strip()
+    return f"{f} is empty" if blank else ""
+
+
+def _json_fault(f: Path) -> str:
+    """The first line of a JSON file at fault. JSON lines (the first record parses on its own): the
+    first line that does not; a document: where the parser stopped; "" when it parses."""
+    doc: list[str] = []
+    lines = None  # True: JSON lines; False: one document; None: not known before the first record
+    for i, line in _decoded(f):
+        if lines is not True:
+            doc.append(line)
+        if not line.strip():
+            continue
+        if lines is None:
+            lines = _json(line) is not None
+        if lines and _json(line) is None:
+            return f"{f} line {i}: not JSON ({_json_error(line).msg}); each line must be one JSON record"
+    if lines is None:
+        return f"{f} is empty"
+    if not lines and (err := _json_error("".join(doc))):
+        return f"{f} line {err.lineno}: not JSON ({err.msg})"
+    return ""
+
+
+def _json_error(text: str) -> json.JSONDecodeError | None:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        return err
+    return None
