@@ -1,6 +1,8 @@
 """AWQ and GPTQ W4A16 of dropped models: real llmcompressor runs on CPU; outputs reload, evaluate, time."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -72,6 +74,10 @@ def test_group_size_must_divide_widths(dropped):
 def test_quantized_dropped_model_reloads_evaluates_and_times(method, dropped, tmp_path):
     out = quantize(dropped, tmp_path / method, method, group_size=32, n_samples=8, seq_len=32, n_grid=4)
     ref = load_any(dropped)
+    config = json.loads((out / "config.json").read_text())  # still the dropped format, now 4-bit
+    assert config["model_type"] == "redundancy_dropped" and "quantization_config" in config
+    with pytest.raises(ValueError, match="trust_remote_code=True"):  # never the stock family at random
+        AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False)
     for model in (load_any(out), AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()):
         assert type(model.model.layers[2].self_attn).__name__ == "DroppedAttention"
         assert type(model.model.layers[1].mlp).__name__ == "DroppedMLP"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from importlib.metadata import version
 from typing import Any
 
@@ -43,7 +44,8 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
     names = list(settings.sets())  # resolved once: a local folder's listing is not redone per step
     todo = []
     for ckpt in series.checkpoints:
-        missing = store.missing(series.model, ckpt.step, names, ckpt.source, ev.log)
+        source = _source_if_stored(store, series.model, ckpt, names)
+        missing = store.missing(series.model, ckpt.step, names, source, ev.log)
         if missing:
             todo.append((ckpt, missing))
         else:
@@ -118,6 +120,7 @@ def _check_context(config: Any, model_name: str, ckpt: Checkpoint, seq_len: int)
 def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], store: CubeStore,
                       s: ScoreSettings, ev: Events, meta: dict[str, str] | None = None) -> None:
     """`meta`: the series' suite, seed and seed kind, stored with every cell."""
+    ckpt = replace(ckpt, source=ckpt.weights_source())  # once for all its cells
     if s.layerwise:
         return _score_checkpoint_layerwise(model_name, ckpt, datasets, store, s, ev, meta)
     model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
@@ -160,10 +163,16 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
             ev.written.append((ckpt.step, name))
 
 
+def _source_if_stored(store: CubeStore, model: str, ckpt: Checkpoint, names: list[str]) -> str:
+    """What the checkpoint's weights are, computed only where a stored cell must be compared with it
+    (a local folder's digest reads every byte once)."""
+    return ckpt.weights_source() if any(store.has_cell(model, ckpt.step, d) for d in names) else ""
+
+
 def _provenance(ckpt: Checkpoint, calib: Any, s: ScoreSettings,
                 meta: dict[str, str] | None = None) -> dict[str, str]:
     scored_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return dict(fingerprint=calib.fingerprint, calibration_source=calib.source, dtype=s.dtype,
-                device=s.device, revision=ckpt.commit or ckpt.revision or "", source=ckpt.source,
+                device=s.device, revision=ckpt.commit or ckpt.revision or "", source=ckpt.weights_source(),
                 package_version=version("redundancy"),
                 **ckpt.flags(), **(meta or {}), scored_at=scored_at)

@@ -37,6 +37,14 @@ class Checkpoint:
     tokenizer_ref: tuple[str, str | None] | None = None  # (commit, subfolder) of that revision
     tokenizer_path: Path | None = None  # a local tokenizer folder, when not `path` itself
 
+    def weights_source(self) -> str:
+        """`source`, or for a local folder listed without one, the digest of its weight files,
+        computed now (local_digest: every byte hashed once, then cached by file stats). Local
+        series list no digest, so a history of 7B folders starts scoring at once."""
+        if self.source or self.path is None:
+            return self.source
+        return local_digest(self.path)
+
     def flags(self) -> dict[str, str]:
         """The integrity flags as strings, as the cube stores them ("" when not set)."""
         return {"duplicate_of": "" if self.duplicate_of is None else str(self.duplicate_of),

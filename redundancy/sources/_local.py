@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import SeriesError
-from ._checkpoint import Checkpoint, Series, local_digest
+from ._checkpoint import Checkpoint, Series
 from ._presets import Preset, make_preset
 from ._stages import sequence, stage_names
 from ._steps import StepReading, UnreadableName, known_stage_order, read_step
@@ -67,7 +67,7 @@ def local_checkpoints(root: Path, preset: str | Preset | None = None, pattern: s
         preset if isinstance(preset, Preset) else make_preset(preset, pattern, tokens_per_step))
     readings = _read_all(root, folders, p, tokens_per_step)
     ckpts = [Checkpoint(step=r.step, tokens=r.tokens, path=f, revision=r.revision, commit=r.commit,
-                        stage=r.stage, source=local_digest(f)) for f, r in zip(folders, readings)]
+                        stage=r.stage) for f, r in zip(folders, readings)]
     return _in_order(root, ckpts, p)
 
 

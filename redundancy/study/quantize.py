@@ -136,6 +136,7 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
 
     from ..calibration import calibration_tokens
     from ..drop import load_any
+    from ..drop._materialize import save_dropped
 
     src, out = Path(src), check_output(out, [src], overwrite)
     model, tokenizer = load_any(src), AutoTokenizer.from_pretrained(src)
@@ -143,13 +144,39 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     _check_not_fused_experts(model)
     ids = calibration_tokens(calibration, tokenizer, n_samples, seq_len, seed).tokens  # (n, seq_len)
     data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
-    with _quiet_cpu_safe(verbose):
+    dropped = bool(getattr(model.config, "drop_sites", None))
+    with _quiet_cpu_safe(verbose), _stock_view(model, tokenizer, dropped):
         oneshot(model=model, dataset=data, recipe=recipe(model, method, group_size, n_grid),
                 max_seq_length=seq_len, num_calibration_samples=n_samples)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp, save_compressed=True)
-        tokenizer.save_pretrained(tmp)
-        for extra in ("modeling_dropped.py", "checkpoint.json"):
-            if (src / extra).exists():
-                shutil.copy(src / extra, tmp / extra)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            if dropped:  # the dropped format again: its own model_type, modeling file, README
+                save_dropped(model, tmp, save_compressed=True)
+            else:
+                model.save_pretrained(tmp, save_compressed=True)
+            tokenizer.save_pretrained(tmp)
+            if (src / "checkpoint.json").exists():
+                shutil.copy(src / "checkpoint.json", tmp / "checkpoint.json")
     return out
+
+
+@contextmanager
+def _stock_view(model: nn.Module, tokenizer, dropped: bool) -> Iterator[None]:
+    """llmcompressor reads config.json (AutoConfig, no remote code) and the tokenizer from
+    `model.config._name_or_path`, in `oneshot` and again when saving (llmcompressor
+    entrypoints/oneshot.py validate_model, compressed_tensors_utils.py resave_config). A dropped
+    folder's config names no stock family, so they read a folder that holds the family's own config
+    (drop lists included) and the tokenizer, kept until the model is saved."""
+    if not dropped:
+        yield
+        return
+    import tempfile
+
+    before = model.config._name_or_path
+    with tempfile.TemporaryDirectory(prefix="redundancy-stock-") as view:
+        model.config.save_pretrained(view)
+        tokenizer.save_pretrained(view)
+        model.config._name_or_path = view
+        try:
+            yield
+        finally:
+            model.config._name_or_path = before
