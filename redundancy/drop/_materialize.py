@@ -54,6 +54,21 @@ def saved_as_stock(plan: DropPlan, config: dict[str, Any]) -> bool:
     return plan.blocks_only and not index_bound(config)
 
 
+def checkpoint_config(path: str | Path):
+    """The family's own config of any checkpoint folder: stock, dropped (ours: `stock_model_type`;
+    the study's released format), quantized; drop lists kept as attributes. No folder code runs.
+
+    Raises:
+        OSError, ValueError: from transformers, on a missing or malformed config.json.
+    """
+    from transformers import AutoConfig
+
+    raw = json.loads((Path(path) / "config.json").read_text())
+    if raw.get("model_type") == MODEL_TYPE or raw.get("drop_attn_list") or raw.get("drop_mlp_list"):
+        return modeling_dropped.stock_config(raw)
+    return AutoConfig.from_pretrained(path)
+
+
 def check_plan(src: str | Path, plan: DropPlan) -> None:
     """Everything `materialize(src, plan, ...)` needs, checked from config.json alone (no weights).
 
@@ -62,9 +77,7 @@ def check_plan(src: str | Path, plan: DropPlan) -> None:
             remap rule (named).
         UnsupportedFamilyError: the model_type is not in the family table.
     """
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(src)
+    config = checkpoint_config(src)
     family_for(config)
     raw = config.to_dict()
     n = config.num_hidden_layers
