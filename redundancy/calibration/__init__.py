@@ -2,6 +2,10 @@
 
 A set is named in redundancy/data/calibration_sets.yaml, or given as a local file or folder, or as
 `hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]` (see _spec.py).
+
+Every set is read as a stream until the pool of windows is full (_packing.py), long documents in
+pieces (_pieces.py): memory is bounded by n_samples x seq_len, not by the set's size (a 1 GB .txt
+file packs in the few hundred MB the imports take; benchmarks/calibration_memory.py).
 """
 from __future__ import annotations
 

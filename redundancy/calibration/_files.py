@@ -10,22 +10,30 @@ of any length. Files of a folder are read in sorted order, so the windows and th
 the same on every run. Every fault is one CalibrationError naming the file, and the line where
 there is one.
 
-The readers stream (streaming=True): no Arrow cache is written, neither beside the data (which may
-be read-only) nor in the Hugging Face cache; the few lock files `datasets` still makes go to a
-temporary folder removed after each read. Local files need no network.
+Everything is read as a stream, as packing pulls documents, and reading stops when its pool is full:
+memory is bounded by the work, not by the input. Rows come from `datasets`' readers (streaming=True,
+10 MB at a time): no Arrow cache is written, neither beside the data (which may be read-only) nor in
+the Hugging Face cache; the few lock files `datasets` still makes go to a temporary folder removed
+after each read. Local files need no network. A .txt file is read here, PIECE_CHARS characters at a
+time, as `datasets`' text reader decodes it: one that fits a piece is one str; a longer one is a
+TextFile, its pieces read when packed (_pieces.py: a 1 GB file is never one string). Files whose
+start is NUL bytes (sparse or binary files) are refused after reading one MB, not read to their end.
 """
 from __future__ import annotations
 
+import codecs
 import glob
+import io
 import json
 import logging
 import tempfile
 from contextlib import contextmanager
-from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from ..errors import CalibrationError
+from . import _pieces
+from ._pieces import Document, pieces
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # by extension, as datasets and fsspec infer them
@@ -36,6 +44,8 @@ _KINDS = (f"{', '.join(FORMATS)} files (json, jsonl, csv and txt also as "
 # read as a string, not a number)
 _CSV = dict(keep_default_na=False, na_filter=False)
 BOM = b"\xef\xbb\xbf"
+CHUNK_BYTES = 1 << 20  # what the checks for NUL bytes and for bytes that are not UTF-8 read at a time
+NO_TEXT_CHARS = 1 << 24  # blank characters at a .txt file's start before it is refused
 
 
 def _base(path: Path) -> str:
@@ -69,43 +79,135 @@ def data_files(path: Path) -> list[Path]:
     return files
 
 
-def file_documents(path: Path, field: str, to_text: Callable[[dict], str]) -> Iterator[str]:
-    """Every document of `path`; refuses empty files and a `field` the rows lack (listing theirs).
-    Raises CalibrationError naming the file (and line) of any fault."""
-    files = data_files(path)
-    # .txt files are read together (one document each, so the n-th row is the n-th file);
-    # other files one call each, so that a fault names its file
-    for is_text, run in groupby(files, key=lambda f: file_format(f) == "text"):
-        if is_text:
-            yield from _text_documents(list(run))
+def file_documents(path: Path, field: str, to_text: Callable[[dict], str]) -> Iterator[Document]:
+    """Every document of `path`, read as packing pulls them (see the module); refuses empty files
+    and a `field` the rows lack (listing theirs). Raises CalibrationError naming the file (and line)
+    of any fault."""
+    for f in data_files(path):
+        if file_format(f) == "text":
+            yield _text_document(f)
         else:
-            for f in run:
-                yield from _row_documents(f, field, to_text)
+            yield from _row_documents(f, field, to_text)
 
 
-def _text_documents(files: list[Path]) -> Iterator[str]:
-    """One document per .txt file, decoded as UTF-8 (a byte-order mark dropped, line ends as \\n)."""
-    done = 0
+class TextFile:
+    """One .txt document longer than a piece: its pieces (_pieces.py), read from the file in bounded
+    memory each time it is iterated. Raises CalibrationError (as _text_pieces) while iterated."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __iter__(self) -> Iterator[str]:
+        return _text_pieces(self.path)
+
+    def __repr__(self) -> str:
+        return f"TextFile({str(self.path)!r})"
+
+
+def _text_document(f: Path) -> Document:
+    """A .txt file's one document: its text when it fits one piece, else a TextFile that reads it
+    piece by piece. Reads at most two pieces here. Raises CalibrationError (see _text_pieces)."""
+    it = _text_pieces(f)
     try:
-        for row in _read("text", files, sample_by="document", encoding="utf-8-sig"):
-            if not row["text"].strip():
-                raise CalibrationError(f"{files[done]} is empty")
-            done += 1
-            yield row["text"]
-    except CalibrationError:
-        raise
-    except Exception as exc:  # the reader's own: a decoding error, an unreadable file
-        raise _fault(files[done], "text", exc) from None
+        first, second = next(it), next(it, None)
+    finally:
+        it.close()
+    return first if second is None else TextFile(f)
+
+
+def _text_pieces(f: Path) -> Iterator[str]:
+    """The pieces of a .txt file's text (see _pieces.py). Raises CalibrationError for a file that
+    is blank ("is empty"), blank for its first NO_TEXT_CHARS characters, or NUL bytes for a whole
+    piece (a sparse or binary file: refused after one piece, never read to its end)."""
+    held: list[str] = []  # blank pieces before the first text: an empty file yields nothing
+    read, seen = 0, False
+    for piece in pieces(_text_chunks(f)):
+        if "\x00" in piece and not piece.replace("\x00", "").strip():
+            raise _nul_refusal(f, read, len(piece))
+        read += len(piece)
+        if not seen and not piece.strip():
+            held.append(piece)
+            if read > NO_TEXT_CHARS:
+                raise CalibrationError(f"{f} holds no text in its first {_size(read)}, only blank lines")
+            continue
+        seen = True
+        yield from held
+        held = []
+        yield piece
+    if not seen:
+        raise CalibrationError(f"{f} is empty")
+
+
+def _size(chars: int) -> str:
+    """A count of characters (bytes, for ASCII) as people read it: "262 kB", "16.8 MB"."""
+    return f"{chars / 1e3:.3g} kB" if chars < 1e6 else f"{chars / 1e6:.3g} MB"
+
+
+def _nul_refusal(f: Path, before: int, length: int) -> CalibrationError:
+    """`f` holds NUL bytes (and blanks) only, for `length` characters after `before` of text."""
+    where = f"after its first {_size(before)}" if before else f"in its first {_size(length)}"
+    return CalibrationError(f"{f} holds no text {where}, only NUL bytes (a sparse or binary file?); "
+                            "give a UTF-8 text file")
+
+
+def _text_chunks(f: Path) -> Iterator[str]:
+    """`f`'s text PIECE_CHARS characters at a time, as the text reader of `datasets` reads it:
+    decompressed, UTF-8 with a byte-order mark dropped, line ends read as \\n. Raises
+    CalibrationError naming the line of bytes that are not UTF-8, or why `f` cannot be read."""
+    try:
+        with _open(f) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline=None) as fh:
+            while chunk := fh.read(_pieces.PIECE_CHARS):
+                yield chunk
+    except UnicodeDecodeError:
+        raise _utf8_fault(f) from None
+    except Exception as exc:  # gone, unreadable, a broken compressed stream (gzip's OSError, zstd's own)
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CalibrationError(f"{f}: cannot be read ({type(exc).__name__}: {text})") from None
+
+
+def _utf8_fault(f: Path) -> CalibrationError:
+    """The first line of `f` holding bytes that are not UTF-8, found reading CHUNK_BYTES at a time
+    (a file without line ends is not read whole), as _decoded words it."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, line_start, pos = 1, 0, 0  # pos: bytes before `raw`; line_start: where `line` starts
+    with _open(f) as fh:
+        while raw := fh.read(CHUNK_BYTES):
+            if pos == 0:
+                raw = raw.removeprefix(BOM)
+            pending = decoder.getstate()[0]
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as err:
+                data, base = pending + raw, pos - len(pending)
+                before = data[:err.start]
+                if (nl := before.rfind(b"\n")) >= 0:
+                    line, line_start = line + before.count(b"\n"), base + nl + 1
+                at = base + err.start - line_start
+                return CalibrationError(f"{f} line {line}: bytes that are not UTF-8 (at byte {at} of the "
+                                        "line); convert the file to UTF-8")
+            if (nl := raw.rfind(b"\n")) >= 0:
+                line, line_start = line + raw.count(b"\n"), pos + nl + 1
+            pos += len(raw)
+    return CalibrationError(f"{f} line {line}: bytes that are not UTF-8 (a character cut short at the "
+                            "end of the file); convert the file to UTF-8")
+
+
+def _no_nul_start(f: Path) -> None:
+    """Refuse a file whose first CHUNK_BYTES (decompressed) are NUL bytes and blanks: a sparse or
+    binary file, which a line-based reader would read whole looking for a line end."""
+    with _open(f) as fh:
+        head = fh.read(CHUNK_BYTES)
+    if b"\x00" in head and not head.replace(b"\x00", b"").strip():
+        raise _nul_refusal(f, 0, len(head))
 
 
 def _row_documents(f: Path, field: str, to_text: Callable[[dict], str]) -> Iterator[str]:
     """The text of each row of one json, jsonl, csv or parquet file (blank texts skipped)."""
     builder, n = file_format(f), 0
-    options = dict(_CSV, converters={field: str}) if builder == "csv" else {}  # "007" stays "007"
-    if builder == "json" and (key := _json_field(f, field)):
-        options.update(field=key, encoding="utf-8-sig")  # read whole with open(): drop a BOM
     try:
-        for row in _read(builder, [f], **options):
+        if builder != "parquet":
+            _no_nul_start(f)  # before any reader (or _json_field) looks for a line end in it
+        for row in _read(builder, [f], **_options(f, builder, field)):
             if field not in row:
                 raise CalibrationError(f"{f} has no field {field!r}; its fields: {', '.join(map(str, row))}. "
                                        "Choose one with --text-field")
@@ -118,6 +220,14 @@ def _row_documents(f: Path, field: str, to_text: Callable[[dict], str]) -> Itera
         raise _fault(f, builder, exc) from None
     if n == 0:
         raise CalibrationError(f"{f} is empty")
+
+
+def _options(f: Path, builder: str, field: str) -> dict[str, Any]:
+    """The reader's options for file `f`: CSV cells as written, the list of records of a .json."""
+    options = dict(_CSV, converters={field: str}) if builder == "csv" else {}  # "007" stays "007"
+    if builder == "json" and (key := _json_field(f, field)):
+        options.update(field=key, encoding="utf-8-sig")  # read whole with open(): drop a BOM
+    return options
 
 
 def _read(builder: str, files: list[Path], **options: Any) -> Iterator[dict[str, Any]]:

@@ -15,7 +15,9 @@ def _offline() -> bool:
 def hub_documents(repo: str, config: str | None, split: str, to_text: Callable[[dict], str],
                   builtin: list[str], field: str | None = None) -> Iterator[str]:
     """Stream a hub dataset's rows as documents (HF_ENDPOINT is honoured); empty rows are skipped.
-    One CalibrationError when the hub cannot be reached, or a row lacks `field` (naming its fields)."""
+    Rows are fetched as packing pulls them and no further (a long row is tokenized in pieces,
+    _pieces.py). One CalibrationError when the hub cannot be reached, or a row lacks `field`
+    (naming its fields)."""
     hint = (f"calibration set from {repo} needs the Hugging Face hub, which {{why}}. Use an offline set "
             f"instead: {', '.join(builtin)}, or a local file or folder.")
     if _offline():
