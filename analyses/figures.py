@@ -1,6 +1,7 @@
 """The study's figures, drawn from labelled arrays. No torch here."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -99,12 +100,21 @@ def step_layer_heatmap(importance: xr.DataArray, *, title: str, metric: str = "i
 
 
 def save(fig: plt.Figure, path: Path) -> list[Path]:
-    """Save as PNG and PDF beside each other; returns both paths."""
+    """Save as PNG and PDF beside each other; returns both paths. Each file is drawn in memory and
+    written under a temporary name, then renamed: a killed run leaves the previous figure whole,
+    never a truncated one. The folder is marked as figures (`.figures.json`), so that writers of other
+    kinds refuse it and figures may be redrawn into it."""
+    from redundancy._atomic import atomic_file
+    from redundancy._stores import mark_figures
+
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
     for p in out:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        data = io.BytesIO()
+        fig.savefig(data, format=p.suffix[1:], dpi=150, bbox_inches="tight")
+        atomic_file(p, data.getvalue())
     plt.close(fig)
+    mark_figures(path.parent)
     return out
 
 

@@ -6,11 +6,15 @@
   no reader accepts.
 - `atomic_file(path, data)`: the same for one file (write, fsync, rename).
 - `locked(path)`: an inter-process lock (filelock) around a read-modify-write.
-- `check_output(out, sources, overwrite)`: an output never replaces or nests with its input, and an
-  existing output is only replaced when asked.
+- `check_output(out, sources, overwrite, kind)`: an output never replaces or nests with its input,
+  never replaces or writes into another kind of store or output (`_stores.store_kind`), and an
+  existing output of its own kind is only replaced when asked.
+
+Readers never come here: reading takes no lock and creates no file (stores may be read-only).
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -20,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ._stores import describe, store_kind
 from .errors import OutputError
 
 INCOMPLETE = ".incomplete"  # inside a folder that is still being written
@@ -49,10 +54,22 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    if final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
+        try:  # an empty folder (the --out a user made) holds nothing: a rename replaces it, and fails
+            os.rename(tmp, final)  # if another process filled it meanwhile (then: as below)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
     if final.exists() or final.is_symlink():
         if not overwrite:
             raise OutputError(f"{final} appeared while it was being written (another process?); "
                               "kept it as it was")
+        if final.is_dir() and not final.is_symlink() and _exchange(tmp, final):
+            # one step: `final` is the new folder, `tmp` the old one (a temporary name, which
+            # clean_stale removes if we are killed before the next line)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(final, aside)  # a kill right here leaves `aside`, which clean_stale puts back
         os.rename(tmp, final)
@@ -67,12 +84,27 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
                           "kept it as it was") from None
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE), so that no instant sees
+    neither; False where the system or file system lacks it (the caller then renames twice)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def clean_stale(final: Path) -> None:
     """Remove temporary folders of `final` left by dead processes of this host; restore a
     replaced `final` whose replacement never arrived."""
     for p in final.parent.glob(f".{final.name}.tmp-{_HOST}-*"):
-        pid = p.name.rsplit("-", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if is_stale(p):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     for old in final.parent.glob(f".{final.name}.old-*"):
         if final.exists():
@@ -81,10 +113,19 @@ def clean_stale(final: Path) -> None:
             os.rename(old, final)
 
 
+def is_stale(tmp: Path) -> bool:
+    """True for a temporary name (`_tmp_name`) of a process of this host that no longer runs."""
+    host_pid = tmp.name.split(".tmp-", 1)[-1].rsplit("-", 2)
+    return (len(host_pid) == 3 and host_pid[0] == _HOST and host_pid[1].isdigit()
+            and not _alive(int(host_pid[1])))
+
+
 def atomic_file(path: str | Path, data: bytes | str) -> Path:
-    """Write `data` to `path` so that readers see the old file or the whole new one."""
+    """Write `data` to `path` so that readers see the old file or the whole new one (temporary files
+    of `path` that killed writers left are removed first)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
     tmp = path.parent / _tmp_name(path.name)
     with open(tmp, "wb") as fh:
         fh.write(data.encode() if isinstance(data, str) else data)
@@ -110,9 +151,22 @@ def locked(path: str | Path, timeout: float = 600) -> Iterator[None]:
                           "is another command writing it? Run again when it is done") from None
 
 
-def check_output(out: str | Path, sources: Sequence[str | Path], overwrite: bool = False) -> Path:
-    """Refuse an `out` equal to, inside or containing a source, or existing and not empty without
-    `overwrite`. Returns `out` as a Path."""
+# what each writer may replace (with --overwrite) or write into: a model writer (kind None: drop,
+# quantize) a model folder; pure block drops are saved as a stock checkpoint, indistinguishable from
+# one, so a checkpoint is among them (an input checkpoint is still refused: it is a source)
+_OWN = {None: ("dropped", "quantized", "checkpoint")}
+
+
+def check_output(out: str | Path, sources: Sequence[str | Path], overwrite: bool = False,
+                 kind: str | None = None) -> Path:
+    """Check `out` before anything is written; returns it as a Path.
+
+    `kind` is what the caller writes (a `_stores.store_kind` name: "results", "figures", "study"...;
+    None: a model folder, dropped or quantized). Raises OutputError for an `out` equal to, inside or
+    containing a source; holding another kind of store or output, or a file or folder this toolkit did
+    not write (never replaced or written into, `overwrite` or not); holding one of its own kind
+    without `overwrite`.
+    """
     out = Path(out)
     o = out.resolve()
     for src in sources:
@@ -121,10 +175,16 @@ def check_output(out: str | Path, sources: Sequence[str | Path], overwrite: bool
         if how:
             raise OutputError(f"--out {out} {how} the input {src}; write the output elsewhere "
                               "(an output never replaces its input)")
-    if o.is_file() or (o.is_dir() and any(o.iterdir())):
-        if not overwrite:
-            raise OutputError(f"--out {out} exists and is not empty; choose another folder, or pass "
-                              "--overwrite to replace it")
+    found = store_kind(o)
+    if found == "empty":
+        return out
+    if found not in _OWN.get(kind, (kind,)):
+        what = "a model" if kind is None else describe(kind)
+        raise OutputError(f"--out {out} is {describe(found, o)}; writing {what} there would replace or "
+                          "mix with it, --overwrite or not: choose another --out")
+    if not overwrite:
+        raise OutputError(f"--out {out} exists and is not empty; choose another folder, or pass "
+                          "--overwrite to replace it")
     return out
 
 

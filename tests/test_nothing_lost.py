@@ -64,7 +64,7 @@ def test_sigkill_during_writes_keeps_confirmed_rows(tmp_path):
     ds = write_results(store, "m", 0, "after", {"task": 1.0})  # still writable
     assert set(confirmed) | {"after"} <= set(ds["plan"].values)
     assert sorted(p.name for p in store.iterdir() if not p.name.startswith("v-")) == ["current"]
-    assert len(list(store.glob("v-*"))) == 1  # no orphan versions left behind
+    assert len(list(store.glob("v-*"))) == 2  # no orphan versions: the current one and the one before
 
 
 def test_old_single_group_layout_is_read_and_converted(tmp_path):
@@ -99,18 +99,24 @@ def test_drop_out_onto_its_source_is_refused(local_series, tmp_path, where):
 
 
 def test_drop_refuses_an_existing_out_unless_overwrite(local_series, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    r = CliRunner().invoke(app, ["drop", str(local_series / "step-10"), "--attn", "1", "--out", str(out)])
-    assert r.exit_code == 1 and "--overwrite" in r.output and (out / "keep.txt").read_text() == "mine"
+    """A dropped model is replaced by another only with --overwrite; a folder this toolkit did not
+    write is never replaced, --overwrite or not."""
+    out, mine = tmp_path / "out", tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    drop = ["drop", str(local_series / "step-10"), "--attn", "1", "--out"]
+    for extra in ([], ["--overwrite"]):
+        r = CliRunner().invoke(app, [*drop, str(mine), *extra])
+        assert r.exit_code == 1 and "did not write" in r.output and (mine / "keep.txt").read_text() == "mine"
+    assert CliRunner().invoke(app, [*drop, str(out)]).exit_code == 0
+    r = CliRunner().invoke(app, ["drop", str(local_series / "step-10"), "--attn", "2", "--out", str(out)])
+    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert json.loads((out / "config.json").read_text())["drop_attn_list"] == [1]
     r = CliRunner().invoke(
-        app, ["drop", str(local_series / "step-10"), "--attn", "1", "--out", str(out), "--overwrite"]
+        app, ["drop", str(local_series / "step-10"), "--attn", "2", "--out", str(out), "--overwrite"]
     )
     assert r.exit_code == 0, r.output
-    assert not (out / "keep.txt").exists() and json.loads((out / "config.json").read_text())[
-        "drop_attn_list"
-    ] == [1]
+    assert json.loads((out / "config.json").read_text())["drop_attn_list"] == [2]
 
 
 @pytest.mark.slow  # a drop subprocess killed

@@ -49,7 +49,7 @@ def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: Stu
     from .._device import check_device
 
     check_device(s.device)
-    check_output(out, [checkpoint, store], overwrite=True)  # an existing --out is the study resuming
+    check_output(out, [checkpoint, store], overwrite=True, kind="study")  # an existing study resumes
     orders = {kind: stored_order(store, dataset, kind, "one-shot", order_metric)
               for kind in KINDS if s.ks.get(kind)}
     if s.ppl_samples > 0 and not s.ppl_sets:
@@ -76,7 +76,7 @@ def curves(results: Path, model: str, step: int, dataset: str, path: Path) -> li
     """The accuracy-vs-dropped curve of one (model, step), with lm-eval's error bars."""
     import analyses
 
-    row = open_results(results).sel(model=model, step=step)
+    row = open_results(results, log=_warn).sel(model=model, step=step)
     fig = analyses.plots.accuracy_vs_dropped(
         row, title=f"{model} step {step}: accuracy vs modules dropped (order from {dataset})")
     made = analyses.save(fig, path)
@@ -91,7 +91,7 @@ def table_command(results: Path, model: str | None, step: int | None, out: Path 
 
     from ._table import markdown, rich_table
 
-    ds = open_results(results)
+    ds = open_results(results, log=_warn)
     model = model or _only(ds, "model")
     step = step if step is not None else int(ds.sel(model=model)["step"].values[-1])
     frame = results_table(ds, model, step)
@@ -103,6 +103,11 @@ def table_command(results: Path, model: str | None, step: int | None, out: Path 
         atomic_file(out.with_suffix(".md"), markdown(frame, f"{model}, step {step}"))
         console.print(f"table: {out.with_suffix('.csv')}, {out.with_suffix('.md')}")
     return frame
+
+
+def _warn(line: str) -> None:
+    """A repair or fallback the results store reports (on stderr, as written: paths hold brackets)."""
+    console.print(f"warning: {line}", markup=False)
 
 
 def _only(ds, dim: str) -> str:

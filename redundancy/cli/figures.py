@@ -23,6 +23,15 @@ def open_for_figures(store: Path, metric: str):
     return cube
 
 
+def figures_out(out: Path, store: Path) -> Path:
+    """`out`, where figures may be drawn: absent, empty or a figures folder (redrawn figures replace
+    theirs, each file atomically; nothing else in it is touched), never inside the cube. Raises
+    OutputError for anything else (a cube, a results store, a model, a folder of other files)."""
+    from .._atomic import check_output
+
+    return check_output(out, [store], overwrite=True, kind="figures")
+
+
 @command()
 def heatmap(store: Path = typer.Argument(..., help="a cube store"),
             out: Optional[Path] = typer.Option(None, help="folder for the figures "
@@ -31,7 +40,8 @@ def heatmap(store: Path = typer.Argument(..., help="a cube store"),
     """Draw step x layer heatmaps per module, layer 0 apart, one figure per model and dataset."""
     import analyses
 
-    for path in analyses.heatmaps(open_for_figures(store, metric), out or store.parent / "figures", metric):
+    out = figures_out(out or store.parent / "figures", store)
+    for path in analyses.heatmaps(open_for_figures(store, metric), out, metric):
         typer.echo(path)
 
 
@@ -43,5 +53,5 @@ def figures(store: Path = typer.Argument(..., help="a cube store"),
     one-shot vs iterative (where orders are stored)."""
     import analyses
 
-    paths = analyses.draw_all(open_for_figures(store, metric), out, metric)
+    paths = analyses.draw_all(open_for_figures(store, metric), figures_out(out, store), metric)
     typer.echo(f"{len(paths)} files in {out}")

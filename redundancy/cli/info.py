@@ -1,4 +1,5 @@
-"""Commands that only read and print: `list` (a hub history), `check` (a cube), `datasets`, `families`."""
+"""Commands that only read and print: `list` (a hub history), `check` (a cube or a results store),
+`datasets`, `families`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,9 +32,19 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
 
 
 @command()
-def check(store: Path = typer.Argument(..., help="a cube store")) -> None:
-    """Verify every cell of a cube (files present, sizes as written); list what a run would rescore.
-    Exit code 1 when a cell is damaged."""
+def check(store: Path = typer.Argument(..., help="a cube store or a results store")) -> None:
+    """Verify a store without changing it. A cube: every cell (files present, sizes as written), listing
+    what a run would rescore. A results store: every version against its manifest (sha256 of each
+    file) and its current link, saying what the next write repairs from. Exit code 1 when damaged."""
+    from .._stores import describe, store_kind
+    from ..errors import StoreError
+
+    kind = store_kind(store)
+    if kind == "results":
+        return _check_results(store)
+    if kind != "cube":
+        raise StoreError(f"{store} is {describe(kind, store) if kind != 'empty' else 'not there or empty'}, "
+                         "not a cube or results store; nothing to check")
     from ..cube import CubeStore
 
     cube = CubeStore.open(store)
@@ -43,6 +54,17 @@ def check(store: Path = typer.Argument(..., help="a cube store")) -> None:
         console.print(f"damaged (the next run rescores it): {line}")
     console.print(f"{store}: {len(cells) - len(damaged)} cells sound, {len(damaged)} damaged")
     if damaged:
+        raise typer.Exit(1)
+
+
+def _check_results(store: Path) -> None:
+    from ..study.results import check_results
+
+    lines, sound = check_results(store)
+    for line in lines:
+        console.print(f"{store}: {line}", markup=False)
+    console.print(f"{store}: {'sound' if sound else 'damaged'}")
+    if not sound:
         raise typer.Exit(1)
 
 

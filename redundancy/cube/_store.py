@@ -22,10 +22,11 @@ import xarray as xr
 import zarr
 
 from .._atomic import atomic_dir, clean_stale
+from .._stores import CUBE_FORMAT, describe, store_kind
 from ..errors import OutputError, StoreError
 from ._schema import SETTINGS_KEYS, settings_diff
 
-_FORMAT = "redundancy-cube/1"
+_FORMAT = CUBE_FORMAT
 COMPLETE = ".complete.json"  # per cell, written last: every file's size
 # zarr lists a group's folder and warns about any file that is not zarr's own: ours is expected
 warnings.filterwarnings("ignore", message=r"Object at \.complete\.json is not recognized")
@@ -74,15 +75,13 @@ class CubeStore:
                                  f"({'; '.join(diff)}); write to another --out") from None
 
     def _check_path(self) -> None:
-        p = self.path
-        if p.exists() and not p.is_dir():
-            raise StoreError(f"{p} is an existing file, not a cube store; choose another --out")
-        if p.is_dir() and any(p.iterdir()) and not (p / "zarr.json").exists():
-            raise StoreError(f"{p} is a non-empty folder that is not a cube store; choose another --out")
-        if (p / "zarr.json").exists():
-            attrs = json.loads((p / "zarr.json").read_text()).get("attributes", {})
-            if attrs.get("format") != _FORMAT:
-                raise StoreError(f"{p} is a zarr store but not a redundancy cube; choose another --out")
+        """Raises StoreError where the path holds anything but a cube or nothing: a results store, a
+        model, figures, a zarr store of something else, a file, a folder of other files (all kept
+        as they are)."""
+        found = store_kind(self.path)
+        if found not in ("cube", "empty"):
+            raise StoreError(f"{self.path} is {describe(found, self.path)}, not a redundancy cube; "
+                             "nothing in it was changed: choose another --out")
 
     def settings(self) -> dict[str, Any]:
         return json.loads((self.path / "zarr.json").read_text())["attributes"]["settings"]
