@@ -134,7 +134,7 @@ def test_a_malformed_json_line_names_the_file_and_line(tmp_path):
     lines[2] = '{"text": "unterminated, "id": 2}\n'
     plain = tmp_path / "bad.jsonl"
     plain.write_text("".join(lines))
-    assert _refusal(plain) == (f"{plain} line 3: not JSON (Expecting ',' delimiter); "
+    assert _refusal(plain) == (f"{plain} line 3: not JSON (Expecting ',' delimiter at column 26); "
                                "each line must be one JSON record")
     shard = tmp_path / "bad.jsonl.gz"  # located through the decompression too
     shard.write_bytes(gzip.compress("".join(lines).encode()))
@@ -175,3 +175,31 @@ def test_score_reads_a_bom_csv(local_series, tmp_path):
     cube = open_cube(out)
     assert cube.dataset.values.tolist() == ["notes.csv"]
     assert str(cube.calibration_source.item()) == f"file:{path.resolve()}:text"
+
+
+def test_a_truncated_shard_is_named_and_called_truncated(tmp_path):
+    """gzip raises EOFError at a stream that ends early (Python's gzip module): one line naming the
+    shard, in a folder of good ones."""
+    import gzip
+    import json
+
+    from redundancy.calibration._files import file_documents
+    from redundancy.errors import CalibrationError
+
+    words = [f"w{(i * 7919) % 10007}" for i in range(20000)]  # little repetition: the cut falls in the data
+    rows = b"".join(json.dumps({"text": " ".join(words[i:i + 40])}).encode() + b"\n"
+                    for i in range(0, 20000, 40))
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(rows))
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(rows)[:3000])
+    with pytest.raises(CalibrationError, match=r"b\.jsonl\.gz: cannot be read: it ends early or is damaged"):
+        list(file_documents(tmp_path, "text", lambda r: r["text"]))
+
+
+def test_a_json_fault_says_its_column(tmp_path):
+    from redundancy.calibration._files import file_documents
+    from redundancy.errors import CalibrationError
+
+    (tmp_path / "c.jsonl").write_text('{"text": "a"}\n{"text": "b\x01c"}\n')
+    fault = r"line 2: not JSON \(Invalid control character at column 12\)"
+    with pytest.raises(CalibrationError, match=fault):
+        list(file_documents(tmp_path / "c.jsonl", "text", lambda r: r["text"]))

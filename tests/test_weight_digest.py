@@ -181,3 +181,25 @@ def test_two_processes_writing_the_cache_at_once_lose_nothing(tmp_path, cache):
     assert sorted(entries) == sorted(str(f.resolve()) for files in groups for f in files)
     for f in (f for files in groups for f in files):
         assert entries[str(f.resolve())]["xxh3_128"] == _digest.hash_file(f)
+
+
+def test_cells_scored_before_whole_file_digests_are_rescored_not_refused(tmp_path):
+    """A store filled before every byte was hashed records `files:` digests (name, size, first and
+    last MiB): they prove nothing about the weights, so the cell is rescored, and a real mismatch of
+    whole-file digests is still refused."""
+    import numpy as np
+
+    from redundancy.cube import CubeStore, make_cell
+    from redundancy.errors import StoreError
+
+    store = CubeStore(tmp_path / "c.zarr")
+    for step, source in ((1, "files:0123456789abcdef"), (2, "xxh3:0123456789abcdef")):
+        cell = make_cell(np.zeros((2, 3, 3, 1)), ["importance"], model="m", step=step, dataset="math",
+                         tokens=None, provenance={"source": source})
+        assert store.write_cell(cell)
+    said = []
+    assert store.missing("m", 1, ["math"], "xxh3:fedcba9876543210", said.append) == ["math"]
+    assert said == ["m step 1 math: scored before whole-file weight digests; rescoring it"]
+    with pytest.raises(StoreError, match="scored from other weights"):
+        store.missing("m", 2, ["math"], "xxh3:fedcba9876543210")
+    assert store.missing("m", 2, ["math"], "xxh3:0123456789abcdef") == []

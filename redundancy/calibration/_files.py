@@ -161,8 +161,17 @@ def _text_chunks(f: Path) -> Iterator[str]:
     except UnicodeDecodeError:
         raise _utf8_fault(f) from None
     except Exception as exc:  # gone, unreadable, a broken compressed stream (gzip's OSError, zstd's own)
-        text = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CalibrationError(f"{f}: cannot be read ({type(exc).__name__}: {text})") from None
+        raise CalibrationError(_unreadable(f, exc)) from None
+
+
+def _unreadable(f: Path, exc: BaseException) -> str:
+    """Why `f` cannot be read, in one line. A compressed stream that ends early raises EOFError
+    (gzip, bz2, lzma) or an error with no words (zstandard): said as a truncated or damaged file."""
+    text = " ".join(str(exc).split())[:200]
+    if isinstance(exc, EOFError) or not text:
+        return (f"{f}: cannot be read: it ends early or is damaged ({type(exc).__name__}); "
+                "copy or download it again")
+    return f"{f}: cannot be read ({type(exc).__name__}: {text})"
 
 
 def _utf8_fault(f: Path) -> CalibrationError:
@@ -303,8 +312,8 @@ def _fault(f: Path, builder: str, exc: BaseException) -> CalibrationError:
         where = _locate(f, builder)
     except CalibrationError as err:
         where = str(err)
-    except OSError as err:  # gone, unreadable, or a broken compressed stream
-        where = f"{f}: cannot be read ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+    except (OSError, EOFError) as err:  # gone, unreadable, or a broken compressed stream
+        where = _unreadable(f, err)
     if where:
         return CalibrationError(where)
     text = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -346,12 +355,17 @@ def _json_fault(f: Path) -> str:
         if lines is None:
             lines = _json(line) is not None
         if lines and _json(line) is None:
-            return f"{f} line {i}: not JSON ({_json_error(line).msg}); each line must be one JSON record"
+            return f"{f} line {i}: not JSON ({_where(_json_error(line))}); each line must be one JSON record"
     if lines is None:
         return f"{f} is empty"
     if not lines and (err := _json_error("".join(doc))):
-        return f"{f} line {err.lineno}: not JSON ({err.msg})"
+        return f"{f} line {err.lineno}: not JSON ({_where(err)})"
     return ""
+
+
+def _where(err: json.JSONDecodeError) -> str:
+    """The parser's message with its column ("Invalid control character at column 5")."""
+    return f"{err.msg.removesuffix(' at')} at column {err.colno}"
 
 
 def _json_error(text: str) -> json.JSONDecodeError | None:

@@ -86,7 +86,7 @@ NOT_PER_LAYER = {"num_hidden_layers", "n_layer", "num_layers", "decoder_sparse_s
 # lists that can be as long as the layer count by chance
 NOT_LAYER_LISTS = {"eos_token_id", "bos_token_id", "pad_token_id", "architectures", "drop_attn_list",
                    "drop_mlp_list", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens"}
-_LAYERISH = re.compile(r"layer|_step$|_pattern$|_interval$|_every_n|_replace$|_idxs?$|_indices$")
+_LAYERISH = re.compile(r"layer|_step$|_pattern$|_interval$|every|_freq|_period|_replace$|_idxs?$|_indices$")
 _COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 

@@ -98,9 +98,7 @@ def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: boo
         DropError, UnsupportedFamilyError: from `check_plan`, before any weight is read.
         OutputError: `out` is `src`, inside it, or exists without `overwrite`.
     """
-    from transformers import AutoTokenizer
-
-    from ..sources._load import load_model
+    from ..sources._load import load_model, load_tokenizer
 
     out = check_output(out, [src], overwrite)
     check_plan(src, plan)
@@ -119,7 +117,7 @@ def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: boo
             model.config.drop_sites = drop_sites(family)
             modeling_dropped.apply_drops(model, model.config)
             save_dropped(model, tmp)
-        AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+        load_tokenizer(src).save_pretrained(tmp)
         if (Path(src) / "checkpoint.json").exists():  # its step and tokens, for study rows
             shutil.copy(Path(src) / "checkpoint.json", tmp / "checkpoint.json")
     return out
@@ -140,6 +138,7 @@ def save_dropped(model: nn.Module, folder: Path, **save_kwargs: Any) -> None:
 def dropped_config(config: dict[str, Any]) -> dict[str, Any]:
     """A stock config dict with drop lists -> the dropped format's config.json."""
     out = dict(config)
+    out.pop("_name_or_path", None)  # the source folder: meaningless (and private) in the output
     stock = out.get("stock_model_type") or out["model_type"]
     out.update(model_type=MODEL_TYPE, stock_model_type=stock, auto_map=AUTO_MAP,
                architectures=["DroppedForCausalLM"])

@@ -51,11 +51,12 @@ def _check_info(info: dict[str, Any], label: str, config: Any) -> None:
 
 
 def load_tokenizer(path: str | Path, label: str = ""):
-    """AutoTokenizer.from_pretrained(path), with any failure as one SeriesError."""
+    """AutoTokenizer.from_pretrained(path), with any failure as one SeriesError. Never runs code from
+    the folder (a dropped checkpoint's auto_map would otherwise make transformers ask, at a prompt)."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001
         raise SeriesError(f"cannot load the tokenizer of {label or path}: {one_line(exc)}; add the tokenizer "
                           "files to the folder (or pass --tokenizer for hub histories)") from None

@@ -132,14 +132,14 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     """
     from datasets import Dataset
     from llmcompressor import oneshot
-    from transformers import AutoTokenizer
 
     from ..calibration import calibration_tokens
     from ..drop import load_any
     from ..drop._materialize import save_dropped
+    from ..sources._load import load_tokenizer
 
     src, out = Path(src), check_output(out, [src], overwrite)
-    model, tokenizer = load_any(src), AutoTokenizer.from_pretrained(src)
+    model, tokenizer = load_any(src), load_tokenizer(src)
     check_group_size(model, group_size)
     _check_not_fused_experts(model)
     ids = calibration_tokens(calibration, tokenizer, n_samples, seq_len, seed).tokens  # (n, seq_len)
