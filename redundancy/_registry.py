@@ -2,11 +2,28 @@
 from __future__ import annotations
 
 import difflib
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, Iterable, Iterator, TypeVar
 
 from .errors import NotFoundError
 
 T = TypeVar("T")
+
+
+def unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    """The one-line refusal of a name that is not among `known`, with the closest one suggested:
+    "unknown dtype 'float8'. Did you mean 'float16'? Known: bfloat16, float16, float32."."""
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Known: {', '.join(k or repr(k) for k in known)}."
+
+
+def check_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """`name` if it is one of `known`; else raises NotFoundError with `unknown`'s message."""
+    known = list(known)
+    if name not in known:
+        raise NotFoundError(unknown(kind, name, known))
+    return name
 
 
 class Registry(Generic[T]):
@@ -29,9 +46,7 @@ class Registry(Generic[T]):
             raise NotFoundError(self.miss_message(name)) from None
 
     def miss_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._items), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._items))}."
+        return unknown(self.kind, name, self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -19,19 +19,14 @@ def score_command(spec: str | list, out: Path, settings: ScoreSettings,
                   workers: int | None = None) -> Events:
     """Score every series `spec` names (or a list of Series) into the cube at `out`; hub histories
     are listed and reported first, then fetched checkpoint by checkpoint."""
-    from ..sources import is_hub, open_all
+    from ..sources import is_hub
 
     if executor not in ("local", "ray"):
         raise RedundancyError(f"--executor {executor!r} is not one of local, ray")
     store = CubeStore.open(out, settings.calibration())  # refuse a bad --out before any work (or network)
     fetcher = _fetcher(hub_args, fetch_args or {}) if isinstance(spec, str) and is_hub(spec) else None
+    serieses = spec if isinstance(spec, list) else _open(spec, hub_args or {})
     with bars() as progress:
-        train = progress.add_task("preparing series", total=None)
-        serieses = spec if isinstance(spec, list) else open_all(
-            spec,
-            lambda what, done, total: progress.update(train, description=what, completed=done, total=total),
-            **(hub_args or {}))
-        progress.remove_task(train)
         if fetcher is not None:
             _report(serieses)
         written = [w for s in serieses for w in _score_one(s, store, settings, progress, fetcher, executor,
@@ -39,6 +34,28 @@ def score_command(spec: str | list, out: Path, settings: ScoreSettings,
     total = sum(len(s.checkpoints) for s in serieses) * len(settings.datasets)
     console.print(f"{len(written)} cells written to {out} ({total - len(written)} already there)")
     return Events(written=written)
+
+
+def _open(spec: str, hub_args: dict[str, Any]) -> list:
+    """The series of `spec`, with a bar only while something reports progress (training builtin:tiny,
+    listing a hub history): a series refused at once prints its one-line error and nothing else."""
+    from ..sources import open_all
+
+    shown: dict[str, Any] = {}
+
+    def report(what: str, done: int, total: int) -> None:
+        if not shown:
+            shown["bars"] = bars()
+            shown["bars"].live.transient = True  # gone once the series is ready, as before scoring
+            shown["bars"].start()
+            shown["task"] = shown["bars"].add_task(what, total=None)
+        shown["bars"].update(shown["task"], description=what, completed=done, total=total)
+
+    try:
+        return open_all(spec, report, **hub_args)
+    finally:
+        if shown:
+            shown["bars"].stop()
 
 
 def _fetcher(hub_args: dict | None, fetch_args: dict[str, Any]):

@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import typer
-
+from . import _options as o
 from ._app import command
 
 # The study chain on builtin:tiny's final step: a few k per kind; prompt + new tokens fit its
@@ -15,7 +14,7 @@ DEMO_STUDY = dict(ks={"attn": [2, 4, 6], "mlp": [2, 4], "block": [2, 4], "joint"
 
 
 @command()
-def demo(out: Path = typer.Option(Path("out/demo"), help="folder for the cube and figures")) -> None:
+def demo(out: Path = o.out("folder for the cube and figures", Path("out/demo"), short=False)) -> None:
     """Train the built-in series (cached), score it on three built-in sets, draw its figures, then
     drop, evaluate, time and quantize its final step (Table 1 and accuracy curve)."""
     from ._console import console

@@ -15,14 +15,13 @@ def _scorer(name: str, what: str, defaults: dict) -> Callable:
     """The score command under `name`, with its own defaults; every option declared once."""
     @command(name)
     def run(series: str = typer.Argument(..., help=what),
-            out: Path = typer.Option(..., "--out", "-o", help="cube store (zarr folder) to write into"),
+            out: Path = o.out("cube store (zarr folder) to write into"),
             datasets: List[str] = typer.Option(defaults["datasets"], "--dataset", "-d", help=o.DATASETS_HELP),
             text_field: str = o.TEXT_FIELD, metrics: List[str] = o.METRICS,
-            samples: int = typer.Option(defaults["samples"], help="calibration windows per set"),
-            seq_len: int = typer.Option(defaults["seq_len"], help="tokens per window"),
-            batch_size: int = typer.Option(defaults["batch_size"], help="windows per forward pass"),
-            seed: int = o.SEED, device: str = o.DEVICE,
-            dtype: str = typer.Option(defaults["dtype"], help="float32, bfloat16 or float16"),
+            samples: int = o.count(defaults["samples"], "calibration windows per set"),
+            seq_len: int = o.count(defaults["seq_len"], "tokens per window (2 or more)", minimum=2),
+            batch_size: int = o.count(defaults["batch_size"], "windows per forward pass"),
+            seed: int = o.SEED, device: str = o.DEVICE, dtype: str = o.dtype(defaults["dtype"]),
             layerwise: bool = o.LAYERWISE, executor: str = o.EXECUTOR, workers: Optional[int] = o.WORKERS,
             preset: Optional[str] = o.PRESET, pattern: Optional[str] = o.PATTERN,
             tokens_per_step: Optional[float] = o.TPS, every: Optional[str] = o.EVERY,
@@ -59,14 +58,17 @@ crawl = _scorer("crawl", "hub repo id (hub: implied), an author or repos joined 
 
 @command()
 def order(series: str = typer.Argument(..., help="the series the store was scored from"),
-          out: Path = typer.Option(..., "--out", "-o", help="the cube store"),
+          out: Path = o.out("the cube store"),
           iterative: bool = typer.Option(True, help="also compute the iterative order (drop, re-score)"),
-          steps: List[int] = typer.Option([], "--step", help="steps to order (default: the last)"),
-          datasets: List[str] = typer.Option(["prose", "code", "math"], "--dataset", "-d"),
-          modules: List[str] = typer.Option(["block", "attn", "mlp"], "--module"),
-          metric: str = typer.Option("importance"),
-          batch_size: int = typer.Option(8), device: str = o.DEVICE,
-          dtype: str = typer.Option("float32")) -> None:
+          steps: List[int] = typer.Option([], "--step", help="steps to order (default: the last)",
+                                          callback=o.at_least(0)),
+          datasets: List[str] = typer.Option(["prose", "code", "math"], "--dataset", "-d",
+                                             help="calibration sets of the cube to order on"),
+          modules: List[str] = typer.Option(["block", "attn", "mlp"], "--module", help="block, attn or mlp",
+                                            callback=o.one_of("module", o.modules)),
+          metric: str = o.metric("importance", "the metric whose scores order the modules"),
+          batch_size: int = o.count(8, "windows per forward pass"), device: str = o.DEVICE,
+          dtype: str = o.dtype("float32")) -> None:
     """Store one-shot and iterative dropping orders next to the scores (variable drop_order)."""
     from ..errors import RedundancyError
     from ._scoring import order_command

@@ -68,19 +68,26 @@ class Fetcher:
 def make_settings(datasets: Sequence[str], samples: int, seq_len: int, batch_size: int, seed: int,
                   device: str, dtype: str, layerwise: bool = False, text_field: str = "text",
                   metrics: Sequence[str] = ()) -> ScoreSettings:
-    """Settings from user input, every bad value a one-line error before any work."""
+    """Settings from user input, every bad value a one-line error before any work.
+
+    Raises NotFoundError (an unknown calibration set, metric or dtype, with the closest name),
+    CalibrationError (a set's file missing or unreadable), RedundancyError (two sets with one name,
+    --samples or --batch-size below 1, --seq-len below 2, --seed below 0, an unusable --device).
+    """
+    from .._registry import check_name
     from ..calibration import resolve_set
     from ..scoring import METRICS
 
+    for flag, value, least in (("--samples", samples, 1), ("--seq-len", seq_len, 2),
+                               ("--batch-size", batch_size, 1), ("--seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise RedundancyError(f"{flag} {value!r}: must be a whole number of at least {least}")
+    check_name("dtype", dtype, DTYPES)
     datasets = list(dict.fromkeys(datasets))
     names = [resolve_set(spec, text_field).name for spec in datasets]  # a missing file fails here
     if len(set(names)) != len(names):
         raise RedundancyError(f"two calibration sets share the name {max(names, key=names.count)!r}; "
                               "rename one of the files")
-    if dtype not in DTYPES:
-        raise RedundancyError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    if samples < 1 or seq_len < 2 or batch_size < 1:
-        raise RedundancyError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
     check_device(device)
     for m in metrics:
         METRICS.get(m)  # "did you mean" on a typo

@@ -1,6 +1,7 @@
 """Series presets: how a published history names its checkpoints (redundancy/data/series_presets.yaml)."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, fields, replace
 
@@ -33,12 +34,17 @@ class Preset:
     search: str | None = None
 
     def parse(self, name: str) -> tuple[int, float | None, str] | None:
-        """(step, tokens, stage) for a matching name, else None. Tokens rounded in the name (OLMo's
+        """(step, tokens, stage) for a matching name, else None (SeriesError for a step group that
+        captured something other than digits). Tokens rounded in the name (OLMo's
         whole billions) are refined to step x tokens_per_step where the two agree within the rounding."""
         m = re.match(self.pattern, name)
         if not m:
             return None
         groups = m.groupdict()
+        if not re.fullmatch(r"[0-9]+", m.group("step") or ""):
+            raise SeriesError(f"{name}: the pattern {self.pattern!r} reads the step as "
+                              f"{m.group('step')!r}, not a whole number; its (?P<step>...) group should "
+                              "match digits: (?P<step>\\d+)")
         step = int(m.group("step")) * self.step_unit
         stage = groups.get("stage") or ""
         by_step = None if self.tokens_per_step is None else step * self.tokens_per_step
@@ -87,10 +93,30 @@ def make_preset(preset: str | None, pattern: str | None, tokens_per_step: float 
     if exposed not in EXPOSED:
         raise SeriesError(f"checkpoints are exposed as one of {', '.join(EXPOSED)}, not {exposed!r}")
     base = PRESETS.get(preset) if preset else Preset("custom", exposed, pattern or "")
-    if "(?P<step>" not in (pattern or base.pattern):
-        raise SeriesError(f"pattern {pattern!r} has no (?P<step>\\d+) group to read the step from")
+    check_tokens_per_step(tokens_per_step)
+    if pattern is not None:
+        check_pattern(pattern)
     return replace(base, pattern=pattern or base.pattern,
                    tokens_per_step=tokens_per_step if tokens_per_step is not None else base.tokens_per_step)
+
+
+def check_pattern(pattern: str) -> str:
+    """A regex with a (?P<step>...) group. Raises SeriesError naming the pattern."""
+    try:
+        groups = re.compile(pattern).groupindex
+    except re.error as exc:
+        raise SeriesError(f"--pattern {pattern!r} is not a regular expression ({exc})") from None
+    if "step" not in groups:
+        raise SeriesError(f"--pattern {pattern!r} has no (?P<step>\\d+) group to read the step from")
+    return pattern
+
+
+def check_tokens_per_step(value: float | None) -> float | None:
+    """None, or a finite number of tokens above 0. Raises SeriesError naming the value."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value <= 0):
+        raise SeriesError(f"--tokens-per-step {value!r}: must be a finite number of tokens above 0")
+    return value
 
 
 _UNITS = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}

@@ -40,12 +40,13 @@ at it (huggingface_hub's cache layout); a snapshot no branch points at is refuse
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SeriesError
-from ._presets import PRESETS, Preset, make_preset
+from ._presets import PRESETS, Preset, check_tokens_per_step, make_preset
 
 _STEP = re.compile(r"(?<![A-Za-z])(?:global_step|step|checkpoint|ckpt|iter)[-_]?(?P<n>\d+)(?P<k>[kK])?"
                    r"(?![A-Za-z0-9])")
@@ -85,10 +86,13 @@ def read_step(folder: str | Path, preset: str | Preset | None = None, pattern: s
 
     preset/pattern: how names read (a registered preset, or a regex with a (?P<step>...) group);
     tokens_per_step: tokens = step x this where nothing else says.
-    Raises SeriesError: a cache snapshot no branch points at, a tracker file without a number;
-    UnreadableName (a SeriesError): a name read by no rule, or not matching the given pattern.
+    Raises SeriesError: a cache snapshot no branch points at, a tracker file without a number, a
+    checkpoint.json or trainer_state.json that is not JSON or holds a step that is not a whole
+    number >= 0 or tokens that are not a finite number >= 0 (naming the file), tokens_per_step
+    not above 0; UnreadableName (a SeriesError): a name read by no rule, or not matching the given pattern.
     """
     folder = Path(folder)
+    check_tokens_per_step(tokens_per_step)
     p = _preset(preset, pattern, tokens_per_step)
     names, commit = _names(folder)
     revision = names[0] if names else folder.name
@@ -126,24 +130,83 @@ def _names(folder: Path) -> tuple[list[str], str | None]:
 
 
 def _from_files(folder: Path) -> tuple[int, float | None, str] | None:
-    """What the folder's own files say, else None."""
+    """What the folder's own files say, else None. Raises SeriesError, naming the file, for a file
+    that is not JSON or holds a step that is not a whole number >= 0, or tokens that are not a
+    finite number >= 0."""
     meta = folder / "checkpoint.json"
     if meta.exists():
-        d = json.loads(meta.read_text())
-        return int(d["step"]), d.get("tokens"), d.get("stage") or ""
+        d = _json(meta, "step")
+        return _step(d["step"], meta, "step"), _tokens(d.get("tokens"), meta, "tokens"), _stage_of(d, meta)
     state = folder / "trainer_state.json"
     if state.exists():
-        d = json.loads(state.read_text())
-        seen = d.get("num_input_tokens_seen")  # 0 when the run did not count them
-        return int(d["global_step"]), float(seen) if seen else None, ""
+        d = _json(state, "global_step")
+        seen = _tokens(d.get("num_input_tokens_seen"), state, "num_input_tokens_seen")
+        return _step(d["global_step"], state, "global_step"), seen or None, ""  # 0: the run did not count
     tracker = folder / TRACKER
     if tracker.exists():
         text = tracker.read_text().strip()
-        if not text.isdigit():  # Megatron writes "release" for converted checkpoints: no iteration
+        if not re.fullmatch(r"[0-9]+", text):  # Megatron writes "release" for converted checkpoints
             raise SeriesError(f"{tracker} says {text!r}, not an iteration; add checkpoint.json "
                               '({"step": N, "tokens": T})')
         return int(text), None, ""
     return None
+
+
+_FIX = 'write it as {"step": N, "tokens": T} with N a whole number >= 0 and T a number of tokens or null'
+
+
+def _json(file: Path, key: str) -> dict:
+    """A JSON object holding `key`. Raises SeriesError naming the file."""
+    try:
+        d = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SeriesError(f"{file} is not JSON ({exc}); {_FIX}") from None
+    if not isinstance(d, dict) or key not in d:
+        raise SeriesError(f"{file} holds no {key!r}; {_FIX}")
+    return d
+
+
+def _step(value: object, file: Path, key: str) -> int:
+    """A whole number >= 0: an int, a float with nothing after the point (1000.0), or a string of
+    digits ("1000"); not a bool, 1.5, -1, "1k", NaN or inf. Raises SeriesError naming the file."""
+    step = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        step = value
+    elif isinstance(value, float) and value.is_integer():
+        step = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
+        step = int(value)
+    if step is None or step < 0:
+        raise SeriesError(f"{file}: {key} {json.dumps(value)} is not a training step (a whole number "
+                          f">= 0); {_FIX}")
+    return step
+
+
+def _tokens(value: object, file: Path, key: str) -> float | None:
+    """None, or a finite number >= 0 (a number or a numeric string); not a bool, NaN or inf.
+    Raises SeriesError naming the file."""
+    if value is None:
+        return None
+    tokens = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        tokens = float(value)
+    elif isinstance(value, str):
+        try:
+            tokens = float(value)
+        except ValueError:
+            pass
+    if tokens is None or not math.isfinite(tokens) or tokens < 0:
+        raise SeriesError(f"{file}: {key} {json.dumps(value)} is not a number of tokens (finite, >= 0); "
+                          f"{_FIX}")
+    return tokens
+
+
+def _stage_of(d: dict, file: Path) -> str:
+    stage = d.get("stage") or ""
+    if not isinstance(stage, str):
+        raise SeriesError(f"{file}: stage {json.dumps(stage)} is not a name; write it as a string, "
+                          'e.g. "stage1"')
+    return stage
 
 
 def _from_names(names: list[str], p: Preset | None) -> tuple[str, tuple[int, float | None, str]]:

@@ -67,6 +67,7 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
               log: Callable[[str], None] = print) -> Path:
     """Materialize, evaluate and time every plan and the baseline, quantize the chosen plans; returns
     the results store `out / results.zarr`. Models are kept under `out / models`."""
+    check_settings(checkpoint, s)
     check_checkpoint(checkpoint, s)
     results, models = out / "results.zarr", out / "models"
     variants = [Variant(BASELINE, Path(checkpoint), BASELINE, 0)]
@@ -84,6 +85,48 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
         if not _done(results, model, step, v.name, list(s.ppl_sets)):
             _measure(v, results, model, step, s)
     return results
+
+
+def check_settings(checkpoint: Path, s: StudySettings) -> None:
+    """Refuse, before any work, settings that cannot mean anything: counts below 1 (--repeats below
+    2, --ppl-samples below 0), unknown plan kinds or 4-bit methods, and lengths past the model's
+    context: --prompt + --new tokens, and held-out windows, must fit the positions its config.json
+    names (max_position_embeddings, n_positions, ...: _config.max_positions).
+
+    Raises RedundancyError naming the option and the value; NotFoundError (an unknown kind, method,
+    evaluation preset or lm-eval task, with the closest names); SeriesError (no readable config.json).
+    """
+    from .._config import max_positions, read_config
+    from .._registry import check_name
+    from .evaluate import _check_known, _local_config, _task_manager, preset_tasks
+    from .quantize import METHODS
+
+    least = {"--prompt": (s.prompt_tokens, 1), "--new": (s.new_tokens, 1), "--batch": (s.speed_batch, 1),
+             "--repeats": (s.repeats, 2), "--group-size": (s.group_size, 1), "--limit": (s.limit, 1),
+             "--ppl-samples": (s.ppl_samples, 0), "--ppl-seq-len": (s.ppl_seq_len, 2),
+             "eval_batch": (s.eval_batch, 1), "quant_samples": (s.quant_samples, 1), "n_grid": (s.n_grid, 1),
+             **{f"--k {kind}=": (k, 1) for kind, ks in s.ks.items() for k in ks}}
+    for flag, (value, low) in least.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise RedundancyError(f"{flag} {value!r}: must be a whole number of at least {low}")
+    for kind in s.ks:
+        check_name("plan kind", kind, ("attn", "mlp", "block", "joint"))
+    for method in s.quantize:
+        check_name("quantization method", method, METHODS)
+    if s.preset:
+        preset_tasks(s.preset)
+    if names := [t for t in s.tasks if _local_config(t) is None]:  # lm-eval's own: indexed once (~10 s)
+        _check_known(names, _task_manager(True))
+    limit = max_positions(read_config(checkpoint))
+    if limit is not None and s.prompt_tokens + s.new_tokens > limit:
+        raise RedundancyError(f"--prompt {s.prompt_tokens} + --new {s.new_tokens} = "
+                              f"{s.prompt_tokens + s.new_tokens} tokens exceed the {limit} positions of "
+                              f"{checkpoint} (config.json); pass --prompt and --new summing to at most "
+                              f"{limit}")
+    windows = s.ppl_seq_len or (s.scored[1] if s.ppl_sets else None)
+    if limit is not None and windows and windows > limit:
+        raise RedundancyError(f"held-out windows of {windows} tokens exceed the {limit} positions of "
+                              f"{checkpoint} (config.json); pass --ppl-seq-len {limit} or less")
 
 
 def check_checkpoint(checkpoint: Path, s: StudySettings) -> None:
