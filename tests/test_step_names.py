@@ -244,3 +244,26 @@ def test_evaluate_stores_rows_under_the_folders_step(tmp_path, monkeypatch):
     r = runner.invoke(app, ["evaluate", str(unread), "--out", str(tmp_path / "r.zarr")])
     (line,) = _error_lines(r.output)
     assert r.exit_code == 1 and "run3-1000" in line and "--step N" in line
+
+
+def test_ingredient_runs_are_not_chained(tmp_path):
+    """OLMo-2's mid-training ingredients (stage2-ingredient1..3, from the OLMo-2 model card's branch
+    list) are separate runs from the end of stage 1: never lined up one after another. Several at
+    once are refused in one line; --stage keeps one, whose tokens follow stage 1's last."""
+    from redundancy.errors import SeriesError
+    from redundancy.sources import open_series
+
+    names = ["stage1-step928000-tokens3893B", "stage1-step928646-tokens3896B",
+             "stage2-ingredient1-step11931-tokens50B", "stage2-ingredient2-step11931-tokens50B",
+             "stage2-ingredient3-step11931-tokens50B"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    with pytest.raises(SeriesError, match="stage2-ingredient1, stage2-ingredient2, stage2-ingredient3 are "
+                                          "separate runs.*--stage stage1,stage2-ingredient1"):
+        open_series(f"local:{tmp_path}")
+    for k in (1, 3):
+        series = open_series(f"local:{tmp_path}", stages=["stage1", f"stage2-ingredient{k}"])
+        last = series.checkpoints[-1]
+        assert last.stage == f"stage2-ingredient{k}" and last.tokens == (3896 + 50) * 1e9
+        assert last.step == 928646 + 1 + 11931

@@ -52,7 +52,7 @@ def _split(spec: str) -> tuple[str, str]:
 
 
 # how names read: local folders take these too (sources/_steps.py); the other hub_args select
-NAMING = ("preset", "pattern", "tokens_per_step")
+NAMING = ("preset", "pattern", "tokens_per_step", "stages")  # what local: takes too
 
 
 def open_series(spec: str, progress: Progress | None = None, **hub_args: Any) -> Series:

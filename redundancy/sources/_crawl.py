@@ -9,7 +9,7 @@ from ._fetch import HubFetcher
 from ._hub import list_checkpoints
 from ._presets import Preset, make_preset, parse_tokens
 from ._select import select
-from ._stages import select_stages
+from ._stages import one_run, select_stages
 
 
 def hub_series(repo: str, preset: str | None = None, pattern: str | None = None,
@@ -20,7 +20,8 @@ def hub_series(repo: str, preset: str | None = None, pattern: str | None = None,
     """The selected checkpoints of a hub history (nothing downloaded). `repo` is a repo id; for a
     preset with one repo per step, an author (listed on the hub) or a comma-separated list of repos."""
     p = make_preset(preset, pattern, tokens_per_step)
-    ckpts = select_stages(list_checkpoints(repo, p, token=token, endpoint=endpoint), list(stages or []))
+    listed = list_checkpoints(repo, p, token=token, endpoint=endpoint)
+    ckpts = one_run(select_stages(listed, list(stages or [])))
     chosen = select(ckpts, every=parse_tokens(every) if every else None, steps=steps, max_n=max_n)
     return Series(series_name(repo, p), chosen)
 

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import SeriesError
 from ._checkpoint import Checkpoint, Series
 from ._presets import Preset, make_preset
-from ._stages import sequence, stage_names
+from ._stages import one_run, select_stages, sequence, stage_names
 from ._steps import StepReading, UnreadableName, known_stage_order, read_step
 
 _SHOWN = 6  # unreadable names listed in the one-line error
 
 
 def local_series(path: str | Path, preset: str | None = None, pattern: str | None = None,
-                 tokens_per_step: float | None = None) -> Series:
-    """`local:DIR` as a Series: its model name is the folder's (ORG/NAME for a cache tree).
-    Raises SeriesError (see local_checkpoints)."""
+                 tokens_per_step: float | None = None, stages: Sequence[str] | None = None) -> Series:
+    """`local:DIR` as a Series: its model name is the folder's (ORG/NAME for a cache tree). `stages`:
+    keep these training stages (--stage), needed where the folder holds parallel runs of one stage.
+    Raises SeriesError (see local_checkpoints; sources._stages.one_run)."""
     root = Path(path).expanduser()
-    return Series(_model_name(root), local_checkpoints(root, preset, pattern, tokens_per_step))
+    ckpts = select_stages(local_checkpoints(root, preset, pattern, tokens_per_step), list(stages or []))
+    return Series(_model_name(root), one_run(ckpts))
 
 
 def _model_name(root: Path) -> str:

@@ -26,25 +26,64 @@ def stage_names(ckpts: list[Checkpoint], order: tuple[str, ...] = ()) -> list[st
     return [s for s in order if s in present] + sorted(present - set(order), key=_natural)
 
 
+# OLMo-2/3's mid-training "ingredient" runs (stage2-ingredient1, -ingredient2, ...; the OLMo-2 and
+# Olmo-3 model cards): separate runs that each start from the end of the stage before, then souped
+_SIBLING = re.compile(r"^(?P<base>.+)-ingredient\d+$")
+
+
+def sibling_base(stage: str) -> str | None:
+    """The name shared by parallel runs of one stage ("stage2" for "stage2-ingredient3"), else None."""
+    m = _SIBLING.match(stage)
+    return m["base"] if m else None
+
+
 def sequence(ckpts: list[Checkpoint], order: tuple[str, ...] = (), restart: bool = True) -> list[Checkpoint]:
-    """The checkpoints sorted along the stage sequence, with global steps and cumulative tokens."""
+    """The checkpoints sorted along the stage sequence, with global steps and cumulative tokens.
+    Parallel runs of one stage (ingredients) each start where the stage before ended, so they share
+    step numbers: `one_run` refuses such a set unless one of them is selected (--stage)."""
     if not any(c.stage for c in ckpts):
         return sorted(ckpts, key=lambda c: c.step)
     out: list[Checkpoint] = []
     step_offset, token_offset = 0, 0.0
+    start: dict[str, tuple[int, float]] = {}  # sibling base -> offsets where its runs start
+    after = (0, 0.0)  # the offsets after the latest sibling run
     for stage in stage_names(ckpts, order):
+        base = sibling_base(stage)
+        if base is not None:
+            step_offset, token_offset = start.setdefault(base, (step_offset, token_offset))
         group = sorted((c for c in ckpts if c.stage == stage), key=lambda c: c.step)
         for c in group:
             tokens = None if c.tokens is None else c.tokens + (token_offset if restart else 0.0)
             global_step = c.step + (step_offset if restart else 0)
             out.append(replace(c, step=global_step, stage_step=c.step, tokens=tokens))
-        step_offset = out[-1].step + 1
-        token_offset = out[-1].tokens if out[-1].tokens is not None else token_offset
+        ended = (out[-1].step + 1, out[-1].tokens if out[-1].tokens is not None else token_offset)
+        after = max(after, ended) if base is not None else ended
+        step_offset, token_offset = after if base is not None else ended
     steps = [c.step for c in out]
-    if len(set(steps)) != len(steps):  # continuing steps that overlap: the stages are not one sequence
+    siblings = any(sibling_base(c.stage) for c in out)
+    if len(set(steps)) != len(steps) and not siblings:  # continuing steps that overlap: not one sequence
         raise SeriesError("these stages share step numbers although the preset says steps run on across "
                           "stages; select one stage sequence with --stage")
     return out
+
+
+def one_run(ckpts: list[Checkpoint]) -> list[Checkpoint]:
+    """`ckpts`, refused when they hold several parallel runs of one stage (their steps coincide).
+
+    Raises:
+        SeriesError: naming the runs and how to keep one (--stage).
+    """
+    runs: dict[str, list[str]] = {}
+    for stage in dict.fromkeys(c.stage for c in ckpts if c.stage):
+        if (base := sibling_base(stage)) is not None:
+            runs.setdefault(base, []).append(stage)
+    if clash := next((names for names in runs.values() if len(names) > 1), None):
+        before = [s for s in dict.fromkeys(c.stage for c in ckpts if c.stage) if sibling_base(s) is None]
+        keep = ",".join([*before[:1], clash[0]])
+        raise SeriesError(f"stages {', '.join(clash)} are separate runs that each start from the same "
+                          "checkpoint (ingredient runs), not one history; score one at a time, e.g. "
+                          f"--stage {keep}")
+    return ckpts
 
 
 def select_stages(ckpts: list[Checkpoint], stages: list[str] | None) -> list[Checkpoint]:
