@@ -86,8 +86,8 @@ def _attributes(zarr_json: Path) -> dict:
 
 def _model_kind(config_json: Path) -> str:
     """A Hugging Face model folder: quantized (a quantization config), dropped (drop lists or the
-    dropped format's model_type), or a checkpoint. Pure block drops are saved as a stock model with
-    fewer layers and read as a checkpoint."""
+    dropped format's model_type; a block drop saved as a stock model carries
+    `redundancy_block_drop`), or a checkpoint."""
     try:
         config = json.loads(config_json.read_text())
     except (OSError, ValueError):
@@ -96,7 +96,8 @@ def _model_kind(config_json: Path) -> str:
         return "checkpoint"
     if config.get("quantization_config") or config.get("compression_config"):
         return "quantized"
-    if {"drop_attn_list", "drop_mlp_list"} & set(config) or config.get("model_type") == "redundancy_dropped":
+    marks = {"drop_attn_list", "drop_mlp_list", "redundancy_block_drop"}  # drop/_materialize.py
+    if marks & set(config) or config.get("model_type") == "redundancy_dropped":
         return "dropped"
     return "checkpoint"
 

@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
+from redundancy._stores import store_kind
 from redundancy.drop import DropPlan, load_any, load_dropped, materialize
 from redundancy.errors import DropError, RedundancyError
 from redundancy.families import family_for
@@ -132,6 +133,8 @@ def test_smollm3_block_drop_keeps_each_layers_rope_choice(tok, tmp_path):
     out = materialize(tmp_path / "src", plan, tmp_path / "b2")
     config = json.loads((out / "config.json").read_text())
     assert config["no_rope_layers"] == [1, 0, 1, 1, 1, 0] and len(config["layer_types"]) == 6
+    assert config["redundancy_block_drop"] == {"dropped_blocks": [1, 2], "source_layers": 8}
+    assert store_kind(out) == "dropped"  # told apart from an original checkpoint: never overwritten as one
     _same_model(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval(), _masked(model, plan))
 
 

@@ -190,8 +190,10 @@ def test_study_settings_are_checked_by_the_library(ckpt):
     from redundancy.study.chain import check_settings
 
     check_settings(ckpt, StudySettings(prompt_tokens=128, new_tokens=128))  # 256: fits
+    resolved = check_settings(ckpt, StudySettings())  # unset: half the positions each
+    assert (resolved.prompt_tokens, resolved.new_tokens) == (128, 128)
     with pytest.raises(RedundancyError, match="--prompt 2048 \\+ --new 2048 = 4096 tokens exceed the 256"):
-        check_settings(ckpt, StudySettings())
+        check_settings(ckpt, StudySettings(prompt_tokens=2048, new_tokens=2048))
     with pytest.raises(RedundancyError, match="--repeats 1: must be"):
         check_settings(ckpt, StudySettings(prompt_tokens=8, new_tokens=8, repeats=1))
     with pytest.raises(NotFoundError, match="Did you mean 'awq'"):
@@ -348,3 +350,15 @@ def test_a_link_loop_is_one_line(tmp_path):
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     refused(["drop", tmp_path, "--attn", "1", "--out", tmp_path / "a"], "--out", "symlink")
+
+
+def test_default_timing_lengths_fit_the_model():
+    """Unset --prompt/--new are the study's 2048 each, cut to half the model's positions where those
+    are fewer (Pythia's 2048: 1024 + 1024); set values are kept and checked against the positions."""
+    from redundancy.study.chain import timing_lengths
+
+    assert timing_lengths(None, None, None) == (2048, 2048)
+    assert timing_lengths(None, None, 8192) == (2048, 2048)
+    assert timing_lengths(None, None, 2048) == (1024, 1024)
+    assert timing_lengths(None, None, 256) == (128, 128)
+    assert timing_lengths(300, None, 256) == (300, 128)  # then refused: 428 > 256

@@ -76,11 +76,13 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
     from ..sources import read_step
     from ..sources._load import load_tokenizer
     from ..study import evaluate_with_stderr, write_results
+    from ..study.results import check_results_out
     from ._console import console
 
     check_device(device)
-    if out is not None and step is None:  # before the evaluation: an unreadable name fails at once
-        step = read_step(checkpoint).step  # the step `score local:` files this folder under
+    if out is not None:  # before the evaluation: another kind of store, or an unreadable name, fails at once
+        check_results_out(out)
+        step = read_step(checkpoint).step if step is None else step  # the step `score local:` files it under
     lm = load_any(checkpoint).to(device)
     scores, stderr = evaluate_with_stderr(lm, load_tokenizer(checkpoint), preset or None, tasks,
                                           batch_size, limit)
@@ -143,9 +145,10 @@ def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop fr
                                                callback=o.one_of("evaluation preset", o.eval_presets)),
           tasks: List[str] = o.TASKS,
           limit: Optional[int] = o.count(None, "examples per task (default: all)"),
-          prompt: int = o.count(2048, "prompt tokens of each timed generation"),
-          new: int = o.count(2048, "tokens generated in each timed generation (prompt + new must fit the "
-                             "model's positions)"),
+          prompt: Optional[int] = o.count(None, "prompt tokens of each timed generation (default: 2048, "
+                                          "or half the model's positions where fewer)"),
+          new: Optional[int] = o.count(None, "tokens generated in each timed generation (default as "
+                                       "--prompt; prompt + new must fit the model's positions)"),
           batch: int = o.count(1, "sequences per timed generation"),
           quant: List[str] = typer.Option(["awq", "gptq"], help="4-bit methods for the largest Attn-k",
                                           callback=o.one_of("quantization method", o.quant_methods)),
@@ -169,7 +172,7 @@ def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop fr
     s = StudySettings(_ks(k), preset or None, tasks, limit, prompt_tokens=prompt, new_tokens=new,
                       speed_batch=batch, repeats=repeats, quantize=quant, group_size=group_size,
                       device=device, ppl_samples=ppl_samples, ppl_seq_len=ppl_seq_len)
-    check_settings(checkpoint, s)  # before any work: lengths against the model's positions
+    s = check_settings(checkpoint, s)  # before any work: lengths against the model's positions
     study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
                   step if step is not None else read_step(checkpoint).step,  # the cube's step of it
                   order_metric)

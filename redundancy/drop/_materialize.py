@@ -29,6 +29,7 @@ from ._layer_config import check_layer_fields, index_bound, remap_for_blocks
 from ._plan import DropPlan
 
 MODEL_TYPE = modeling_dropped.DroppedConfig.model_type  # "redundancy_dropped"
+BLOCK_MARK = "redundancy_block_drop"  # config.json key of a block drop saved as a stock model
 AUTO_MAP = {"AutoConfig": "modeling_dropped.DroppedConfig",
             "AutoModelForCausalLM": "modeling_dropped.DroppedForCausalLM"}
 README = """# A dropped checkpoint written by `redundancy`
@@ -100,7 +101,7 @@ def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: boo
     """
     from ..sources._load import load_model, load_tokenizer
 
-    out = check_output(out, [src], overwrite)
+    out = check_output(out, [src], overwrite, kind="dropped")
     check_plan(src, plan)
     model = load_model(src, dtype="auto")
     family = family_for(model.config)
@@ -111,7 +112,10 @@ def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: boo
             full = model.config.to_dict()  # every field, not only those that differ from defaults
             _remove_layers(model, family, keep)
             model.save_pretrained(tmp)
-            _write_config(tmp, remap_for_blocks({**full, **_read_config(tmp)}, keep))
+            config = remap_for_blocks({**full, **_read_config(tmp)}, keep)
+            # marks the folder as a drop (not an original checkpoint) and says what it was made from
+            config[BLOCK_MARK] = {"dropped_blocks": list(plan.attn), "source_layers": n}
+            _write_config(tmp, config)
         else:
             model.config.drop_attn_list, model.config.drop_mlp_list = list(plan.attn), list(plan.mlp)
             model.config.drop_sites = drop_sites(family)

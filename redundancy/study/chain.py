@@ -2,7 +2,7 @@
 everything into one results store (resumable: finished models and rows are kept)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,8 +24,10 @@ class StudySettings:
     tasks: list[str] = field(default_factory=list)
     limit: int | None = None
     eval_batch: int = 16
-    prompt_tokens: int = 2048  # the study's 2048 + 2048; the demo uses less (tiny context)
-    new_tokens: int = 2048
+    # timed generation: the study's 2048 + 2048 (None), each cut to half the model's positions where
+    # those are fewer (Pythia, OLMo-1: 2048); explicit values past the positions are refused
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
     speed_batch: int = 1
     repeats: int = 5  # timed generations; their spread tells a speedup from noise
     quantize: Sequence[str] = ("awq", "gptq")
@@ -67,7 +69,7 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
               log: Callable[[str], None] = print) -> Path:
     """Materialize, evaluate and time every plan and the baseline, quantize the chosen plans; returns
     the results store `out / results.zarr`. Models are kept under `out / models`."""
-    check_settings(checkpoint, s)
+    s = check_settings(checkpoint, s)
     check_checkpoint(checkpoint, s)
     results, models = out / "results.zarr", out / "models"
     variants = [Variant(BASELINE, Path(checkpoint), BASELINE, 0)]
@@ -87,12 +89,23 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
     return results
 
 
-def check_settings(checkpoint: Path, s: StudySettings) -> None:
+PAPER_TIMING = 2048  # prompt and new tokens of the study's speed measurement (DESIGN.md)
+
+
+def timing_lengths(prompt: int | None, new: int | None, limit: int | None) -> tuple[int, int]:
+    """(prompt, new) tokens of a timed generation: given values as they are; a missing one is the
+    study's 2048, or half the model's `limit` positions where that is less."""
+    default = PAPER_TIMING if limit is None else max(min(PAPER_TIMING, limit // 2), 1)
+    return (default if prompt is None else prompt), (default if new is None else new)
+
+
+def check_settings(checkpoint: Path, s: StudySettings) -> StudySettings:
     """Refuse, before any work, settings that cannot mean anything: counts below 1 (--repeats below
     2, --ppl-samples below 0), unknown plan kinds or 4-bit methods, and lengths past the model's
     context: --prompt + --new tokens, and held-out windows, must fit the positions its config.json
     names (max_position_embeddings, n_positions, ...: _config.max_positions).
 
+    Returns `s` with the timing lengths resolved (`timing_lengths`).
     Raises RedundancyError naming the option and the value; NotFoundError (an unknown kind, method,
     evaluation preset or lm-eval task, with the closest names); SeriesError (no readable config.json).
     """
@@ -118,6 +131,8 @@ def check_settings(checkpoint: Path, s: StudySettings) -> None:
     if names := [t for t in s.tasks if _local_config(t) is None]:  # lm-eval's own: indexed once (~10 s)
         _check_known(names, _task_manager(True))
     limit = max_positions(read_config(checkpoint))
+    prompt, new = timing_lengths(s.prompt_tokens, s.new_tokens, limit)
+    s = replace(s, prompt_tokens=prompt, new_tokens=new)
     if limit is not None and s.prompt_tokens + s.new_tokens > limit:
         raise RedundancyError(f"--prompt {s.prompt_tokens} + --new {s.new_tokens} = "
                               f"{s.prompt_tokens + s.new_tokens} tokens exceed the {limit} positions of "
@@ -127,6 +142,7 @@ def check_settings(checkpoint: Path, s: StudySettings) -> None:
     if limit is not None and windows and windows > limit:
         raise RedundancyError(f"held-out windows of {windows} tokens exceed the {limit} positions of "
                               f"{checkpoint} (config.json); pass --ppl-seq-len {limit} or less")
+    return s
 
 
 def check_checkpoint(checkpoint: Path, s: StudySettings) -> None:
@@ -156,10 +172,12 @@ def check_checkpoint(checkpoint: Path, s: StudySettings) -> None:
 
 def _configs(path: Path) -> tuple:
     """(config, generation config or None) as from_pretrained reads them; SeriesError if unreadable."""
-    from transformers import AutoConfig, GenerationConfig
+    from transformers import GenerationConfig
+
+    from ..drop import checkpoint_config
 
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = checkpoint_config(path)  # a dropped folder too, without running its code
         generation = (GenerationConfig.from_pretrained(path) if (path / "generation_config.json").exists()
                       else None)
     except Exception as exc:  # noqa: BLE001 - a missing or malformed file, an unknown model_type

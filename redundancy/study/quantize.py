@@ -138,7 +138,7 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     from ..drop._materialize import save_dropped
     from ..sources._load import load_tokenizer
 
-    src, out = Path(src), check_output(out, [src], overwrite)
+    src, out = Path(src), check_output(out, [src], overwrite, kind="quantized")
     model, tokenizer = load_any(src), load_tokenizer(src)
     check_group_size(model, group_size)
     _check_not_fused_experts(model)
