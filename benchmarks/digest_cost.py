@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import typer
 
-from redundancy.sources import _digest
+from redundancy import _digest
 from redundancy.sources._checkpoint import local_digest
 
 MIB = 1 << 20

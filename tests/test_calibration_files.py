@@ -174,7 +174,31 @@ def test_score_reads_a_bom_csv(local_series, tmp_path):
     assert "1 cells written" in r.output
     cube = open_cube(out)
     assert cube.dataset.values.tolist() == ["notes.csv"]
-    assert str(cube.calibration_source.item()) == f"file:{path.resolve()}:text"
+    assert str(cube.calibration_source.item()).startswith(f"file:{path.resolve()}:text@xxh3:")
+
+
+def test_a_file_edited_between_runs_is_not_a_second_text_under_one_name(local_series, tmp_path):
+    """Issue 24: a calibration file edited between two runs into one cube gave two texts under one
+    label (rc 0). The recorded source carries a digest of the bytes: the second run is refused in one
+    line saying the file changed; the cube keeps what it had."""
+    from typer.testing import CliRunner
+
+    from redundancy import open_cube
+    from redundancy.cli import app
+
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    out = tmp_path / "c.zarr"
+
+    def score(step):
+        return CliRunner().invoke(app, ["score", f"local:{local_series / step}", "--out", str(out), "-d",
+                                        str(path), "--samples", "4", "--seq-len", "32"])
+
+    assert score("step-10").exit_code == 0
+    path.write_text("".join(json.dumps({"text": d.upper()}) + "\n" for d in DOCS))  # edited
+    r = score("step-1000")
+    assert r.exit_code == 1 and "changed since" in r.output and "notes.jsonl" in r.output, r.output
+    assert open_cube(out).step.values.tolist() == [10]
 
 
 def test_a_truncated_shard_is_named_and_called_truncated(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from redundancy.sources import _digest
+from redundancy import _digest
 from redundancy.sources._checkpoint import local_digest
 
 from _models import tiny_model
@@ -171,7 +171,7 @@ def test_two_processes_writing_the_cache_at_once_lose_nothing(tmp_path, cache):
             f.write_bytes(os.urandom(64 << 10))
             os.utime(f, ns=(0, 0))  # settled long ago (ctime still moves: RACY_NS is patched in the children)
         groups.append(files)
-    code = ("import sys; from pathlib import Path; from redundancy.sources import _digest\n"
+    code = ("import sys; from pathlib import Path; from redundancy import _digest\n"
             "_digest.RACY_NS = 0\n"
             "for f in sys.argv[1:]: _digest.file_digests([Path(f)])  # one cache write per file")
     procs = [subprocess.Popen([sys.executable, "-c", code, *map(str, files)], env=os.environ.copy())

@@ -1,8 +1,10 @@
 """What `-d` accepts: a registered name, a local file or folder, or `hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]`.
 
 Each resolves to a CalibrationSet with a stable short name (the cube's `dataset` label) and the
-full source it reads (stored with every cell: one store refuses two sources under one name).
-Resolving reads nothing but the file system's listing; documents are read when packed.
+full source it reads (stored with every cell: one store refuses two sources under one name). A
+local file's source ends with a digest of its bytes ("file:PATH:FIELD@xxh3:..."): a file edited
+between two runs is another source (redundancy/_digest.py hashes it once, then while its size and
+times hold). Documents are read when packed.
 """
 from __future__ import annotations
 
@@ -52,12 +54,26 @@ def resolve(spec: str, text_field: str = "text", registry: Any = None,
             source=f"hf:{repo}:{config or ''}:{split}:{fields[0]}")
     path = Path(spec).expanduser()
     if path.exists() or path.suffix in SUFFIXES or "/" in spec or "\\" in spec:
-        data_files(path)  # a missing path or an empty folder fails here, before any work
+        files = data_files(path)  # a missing path or an empty folder fails here, before any work
         name = _short(path.resolve().name)  # "notes.jsonl", or the folder's name
         return CalibrationSet(name, f"local data {path}",
                               lambda: file_documents(path, text_field, _row_text([text_field])),
-                              True, source=f"file:{path.resolve()}:{text_field}")
+                              True, source=f"file:{path.resolve()}:{text_field}@{_text_digest(files)}")
     return registry.get(spec)  # "did you mean" among the registered names
+
+
+def _text_digest(files: list[Path]) -> str:
+    from .._digest import content_digest
+
+    try:
+        return content_digest(files)
+    except OSError as exc:
+        raise CalibrationError(f"cannot read {exc.filename or files[0]}: {exc.strerror or exc}") from None
+
+
+def same_place(a: str, b: str) -> bool:
+    """True when two recorded sources read the same file or folder (their contents may differ)."""
+    return a.partition("@")[0] == b.partition("@")[0]
 
 
 def spec_of(label: str, source: str, registry: Any = None) -> tuple[str, str]:
@@ -67,8 +83,8 @@ def spec_of(label: str, source: str, registry: Any = None) -> tuple[str, str]:
 
     if label in (registry or CALIBRATION_SETS):
         return label, "text"
-    if source.startswith("file:"):
-        path, _, field = source.removeprefix("file:").rpartition(":")
+    if source.startswith("file:"):  # "file:PATH:FIELD", and "@DIGEST" since files record their bytes
+        path, _, field = source.removeprefix("file:").partition("@")[0].rpartition(":")
         return path, field
     if source.startswith("hf:"):
         return source, parse_hf(source)[3] or "text"

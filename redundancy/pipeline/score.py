@@ -80,9 +80,19 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
 def check_sources(store: CubeStore, settings: ScoreSettings) -> None:
     """Refuse a calibration set whose short name the store already holds from another source."""
     from ..calibration import resolve_set
+    from ..calibration._spec import same_place
     for spec in settings.datasets:
         cset = resolve_set(spec, settings.text_field)
-        if (stored := store.dataset_source(cset.name)) and stored != cset.source:
+        stored = store.dataset_source(cset.name)
+        if stored and "@" not in stored and same_place(stored, cset.source):
+            continue  # recorded before files recorded their bytes: nothing to compare
+        if stored and stored != cset.source and same_place(stored, cset.source):
+            was, now = stored.partition("@")[2], cset.source.partition("@")[2]
+            raise StoreError(f"{spec} changed since {store.path} scored calibration set {cset.name!r} from "
+                             f"it ({was}, now {now}): its cells would mix two texts under one name. "
+                             "Restore the file, or score the new text into another --out (or under "
+                             "another name: copy it to a new file)")
+        if stored and stored != cset.source:
             raise StoreError(f"{store.path} holds calibration set {cset.name!r} read from {stored}; "
                              f"{spec!r} reads {cset.source}: another source under the same name. "
                              "Rename the file or use another --out")

@@ -98,12 +98,12 @@ def hashes_digest(hashes: dict[str, str]) -> str:
 
 def local_digest(folder: Path) -> str:
     """What a folder's weights are: a short digest of each weight file's name, size and xxh3-128 hash
-    of all its bytes (sources/_digest.py), so a tensor changed anywhere in a file gives another digest
+    of all its bytes (redundancy/_digest.py), so a tensor changed anywhere in a file gives another digest
     and the store refuses the old cells as another model's. Hashes are cached while a file's size,
     times and inode are unchanged: a 7B checkpoint is read once, not at every listing.
     "xxh3:" + 16 hex digits; "files:" digests (first and last MiB only) were the previous scheme.
     Raises OSError when a weight file cannot be read."""
-    from ._digest import file_digests
+    from .._digest import file_digests
 
     files = sorted(p for p in Path(folder).iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
     hashes = file_digests(files)

@@ -26,8 +26,8 @@ import os
 import time
 from pathlib import Path
 
-from .._atomic import atomic_file, locked
-from ..errors import OutputError
+from ._atomic import atomic_file, locked
+from .errors import OutputError
 
 CACHE_NAME = "weight-digests.json"
 CHUNK = 1 << 23  # bytes read per call: 8 MiB is past where larger reads stop helping (benchmark)
@@ -67,6 +67,16 @@ def _load(cache: Path) -> dict[str, dict]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def content_digest(paths: list[Path]) -> str:
+    """One short digest of several files' bytes, in the given order: "xxh3:" + 16 hex digits. What a
+    local checkpoint's weights or a calibration file's text are. Raises OSError (unreadable file)."""
+    import hashlib
+
+    digests = file_digests(list(paths))
+    joined = "\n".join(f"{Path(p).name}:{digests[p]}" for p in paths)
+    return "xxh3:" + hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
 def file_digests(paths: list[Path]) -> dict[Path, str]:
