@@ -2,13 +2,16 @@
 everything into one results store (resumable: finished models and rows are kept)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from .._atomic import atomic_file
 from .._config import check_text_only, pad_id, position_limit
 from ..drop import DropPlan, load_any, materialize
 from ..errors import RedundancyError, SeriesError, one_line
+from ..sources._checkpoint import local_digest
 from .results import BASELINE, has_results, open_results, write_results
 
 Order = Sequence  # layers (attn, mlp, block) or (module, layer) pairs (joint), most redundant first
@@ -53,6 +56,7 @@ class Variant:
     kind: str
     n_dropped: int
     quant: str = "none"
+    recipe: dict[str, Any] = field(default_factory=dict)  # what made it (_once, _row_recipe)
 
 
 def plans(orders: dict[str, Order], ks: dict[str, list[int]]) -> list[DropPlan]:
@@ -72,21 +76,41 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
     s = check_settings(checkpoint, s)
     check_checkpoint(checkpoint, s)
     results, models = out / "results.zarr", out / "models"
-    variants = [Variant(BASELINE, Path(checkpoint), BASELINE, 0)]
+    weights = local_digest(Path(checkpoint))  # what every model and row here is made from
+    variants = [Variant(BASELINE, Path(checkpoint), BASELINE, 0, recipe={"weights": weights})]
     for plan in plans(orders, s.ks):
-        path = _once(models / plan.name, lambda d, over, p=plan: materialize(checkpoint, p, d, over))
-        variants.append(Variant(plan.name, path, plan.kind, plan.n_dropped))
+        recipe = {"weights": weights, "drop_attn": list(plan.attn), "drop_mlp": list(plan.mlp)}
+        path = _once(models / plan.name, recipe, log,
+                     lambda d, over, p=plan: materialize(checkpoint, p, d, over))
+        variants.append(Variant(plan.name, path, plan.kind, plan.n_dropped, recipe=recipe))
     attn = [v.name for v in variants if v.kind == "attn"]
     for v in [v for v in variants if v.name in (s.quantize_plans or attn[-1:])]:
         for method in s.quantize:
-            path = _once(models / f"{v.name}+{method}",
+            recipe = {**v.recipe, "quantize": method, "group_size": s.group_size,
+                      "quant_samples": s.quant_samples, "n_grid": s.n_grid}
+            path = _once(models / f"{v.name}+{method}", recipe, log,
                          lambda d, over, m=method, src=v.path: _quantize(src, d, m, s, over))
-            variants.append(Variant(f"{v.name}+{method}", path, v.kind, v.n_dropped, method))
+            variants.append(Variant(f"{v.name}+{method}", path, v.kind, v.n_dropped, method, recipe))
     for i, v in enumerate(variants):
         log(f"[{i + 1}/{len(variants)}] evaluate and time {v.name}")
-        if not _done(results, model, step, v.name, list(s.ppl_sets)):
-            _measure(v, results, model, step, s)
+        recipe = _row_recipe(v, step, s)
+        if not _done(results, model, step, v.name, list(s.ppl_sets), recipe, log):
+            _measure(v, results, model, step, s, recipe)
     return results
+
+
+def _row_recipe(v: "Variant", step: int, s: StudySettings) -> dict[str, Any]:
+    """Every input that changes a results row: the model's recipe, the step, and the evaluation,
+    perplexity and timing settings (not the batch sizes or the device: they change speed, and a
+    row times its plans on the device it names)."""
+    return {**v.recipe, "step": int(step), "preset": s.preset, "tasks": sorted(s.tasks), "limit": s.limit,
+            "ppl_sets": sorted(map(list, s.ppl_sets.items())), "ppl_samples": s.ppl_samples,
+            "ppl_seq_len": s.ppl_seq_len, "scored": list(s.scored), "prompt": s.prompt_tokens,
+            "new": s.new_tokens, "speed_batch": s.speed_batch, "repeats": s.repeats, "device": s.device}
+
+
+def _changed(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
 
 
 PAPER_TIMING = 2048  # prompt and new tokens of the study's speed measurement (DESIGN.md)
@@ -192,29 +216,65 @@ def _quantize(src: Path, dst: Path, method: str, s: StudySettings, overwrite: bo
                     overwrite=overwrite)
 
 
-def _once(path: Path, make: Callable[[Path, bool], Path]) -> Path:
-    """`make(path, overwrite)` unless a complete model is there: a killed run leaves no half model
-    (make writes atomically) and a complete one is kept."""
+def _once(path: Path, recipe: dict[str, Any], log: Callable[[str], None],
+          make: Callable[[Path, bool], Path]) -> Path:
+    """`make(path, overwrite)` unless a complete model made from `recipe` is there. A killed run
+    leaves no half model (make writes atomically; the recipe, `<path>.recipe.json`, is written after
+    it: a model without one is made again). A model made from other inputs (another checkpoint,
+    plan or 4-bit setting) is made again, said in `log`, never reused."""
+    mark = path.with_name(path.name + ".recipe.json")
     if (path / "config.json").exists():
-        return path
-    return make(path, path.exists())  # an existing folder without config.json holds nothing complete
+        stored = _read_recipe(mark)
+        if stored == recipe:
+            return path
+        what = ", ".join(_changed(stored, recipe)) if stored else "no record of what made it"
+        log(f"{path.name}: the model in {path.parent} was made from other inputs ({what}); making it again")
+    made = make(path, path.exists())  # replaced whole, or made where nothing complete was
+    atomic_file(mark, json.dumps(recipe, sort_keys=True))
+    return made
 
 
-def _done(results: Path, model: str, step: int, plan: str, ppl_sets: list[str]) -> bool:
-    """True when the row has every task score, a speed and the perplexity of every set asked for."""
+def _read_recipe(mark: Path) -> dict[str, Any]:
+    try:
+        return _parse_recipe(mark.read_text())
+    except OSError:
+        return {}
+
+
+def _parse_recipe(text: Any) -> dict[str, Any]:
+    """A stored recipe; {} for none (NaN in a row written before rows had one) or a damaged one."""
+    try:
+        recipe = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return {}
+    return recipe if isinstance(recipe, dict) else {}
+
+
+def _done(results: Path, model: str, step: int, plan: str, ppl_sets: list[str],
+          recipe: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> bool:
+    """True when the row has every task score, a speed and the perplexity of every set asked for,
+    all measured from `recipe` (a row measured from other inputs is measured again, said in `log`)."""
     if not has_results(results):
         return False
     ds = open_results(results)
     if plan not in ds["plan"].values or "tokens_per_s" not in ds or "score" not in ds:
         return False
     row = ds.sel(plan=plan).reindex(model=[model], step=[step])
+    if recipe is not None:
+        stored = _parse_recipe(row["recipe"].item()) if "recipe" in ds else {}
+        if stored != recipe:
+            if row["tokens_per_s"].notnull().all():  # a row was there: say why it is measured again
+                what = ", ".join(_changed(stored, recipe)) if stored else "no record of what made it"
+                log(f"{plan}: its row was measured from other inputs ({what}); measuring it again")
+            return False
     if ppl_sets and ("perplexity" not in ds
                      or not row["perplexity"].reindex(dataset=ppl_sets).notnull().all()):
         return False
     return bool(row["tokens_per_s"].notnull().all() and row["score"].notnull().all())
 
 
-def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings) -> None:
+def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings,
+             recipe: dict[str, Any] | None = None) -> None:
     from transformers import AutoTokenizer
 
     from .evaluate import evaluate_with_stderr
@@ -228,4 +288,5 @@ def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings)
     speed = measure_speed(lm, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats,
                           tokenizer=tokenizer)
     write_results(results, model, step, v.name, scores, speed.to_dict(), kind=v.kind, n_dropped=v.n_dropped,
-                  quant=v.quant, stderr=stderr, perplexity=ppl)
+                  quant=v.quant, stderr=stderr, perplexity=ppl,
+                  recipe=None if recipe is None else json.dumps(recipe, sort_keys=True))

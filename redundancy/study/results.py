@@ -63,9 +63,11 @@ def _per(coords: dict, dim: str, values: dict[Any, float], keys: list | None = N
 
 def _row(model: str, step: int, plan: str, scores: dict[str, float] | None, speed: dict[str, Any] | None,
          meta: dict[str, Any], stderr: dict[str, float] | None = None,
-         perplexity: dict[str, float] | None = None) -> xr.Dataset:
+         perplexity: dict[str, float] | None = None, recipe: str | None = None) -> xr.Dataset:
     coords = {"model": [model], "step": [step], "plan": [plan]}
     ds = xr.Dataset(coords=coords)
+    if recipe is not None:  # what the row was measured from (study/chain.py _row_recipe), as JSON
+        ds["recipe"] = (ROW, np.array([[[recipe]]], dtype=object))
     if scores:
         ds["score"] = _per(coords, "task", scores)
         if stderr:
@@ -85,9 +87,10 @@ def write_results(path: str | Path, model: str, step: int, plan: str,
                   scores: dict[str, float] | None = None, speed: dict[str, Any] | None = None, *,
                   kind: str | None = None, n_dropped: int | None = None,
                   quant: str = "none", stderr: dict[str, float] | None = None,
-                  perplexity: dict[str, float] | None = None,
+                  perplexity: dict[str, float] | None = None, recipe: str | None = None,
                   log: Callable[[str], None] | None = None) -> xr.Dataset:
     """Add or update one (model, step, plan) row: given values replace stored ones, others are kept.
+    `recipe`: what the row was measured from (JSON; the study compares it before reusing a row);
     `stderr`: lm-eval's standard error of each task's score (stored as `score_stderr`);
     `perplexity`: calibration set -> perplexity on its held-out windows; `log`: where a repair is
     reported (default a RuntimeWarning).
@@ -98,7 +101,7 @@ def write_results(path: str | Path, model: str, step: int, plan: str,
     check_results_out(path)  # before the lock: a refused write creates nothing, not even a lock file
     kind = kind or (BASELINE if plan == BASELINE else "custom")
     meta = dict(kind=kind, n_dropped=n_dropped or 0, quant=quant)
-    new = _objects(_row(model, step, plan, scores, speed, meta, stderr, perplexity))
+    new = _objects(_row(model, step, plan, scores, speed, meta, stderr, perplexity, recipe))
     with locked(path):
         _restore_aside(path, log)
         check_results_out(path)  # another process may have put something else there meanwhile
