@@ -282,10 +282,13 @@ def test_lm_eval_with_its_defaults_loads_the_dropped_model_or_stops(tok, tmp_pat
                                "--limit", "2", "--device", "cpu", "--batch_size", "1"],
                               capture_output=True, text=True, timeout=600)
 
-    ok, refused = lm_eval(blocks), lm_eval(attn)
-    assert ok.returncode == 0 and "builtin_facts" in ok.stdout, ok.stderr[-2000:]
+    refused = lm_eval(attn)  # the CLI process, defaults and all
     assert refused.returncode != 0 and "trust_remote_code=True" in refused.stderr, refused.stderr[-2000:]
-    lm = HFLM(pretrained=str(attn), trust_remote_code=True, batch_size=1, device="cpu", dtype="float32")
-    with torch.no_grad():
-        torch.testing.assert_close(lm.model(IDS).logits, load_any(attn, dtype=torch.float32)(IDS).logits,
-                                   rtol=0, atol=0)
+    # lm-eval's own model loading (HFLM, as the CLI builds it), in this process: the stock block drop
+    # with its defaults, the dropped format with trust_remote_code; each gives load_any's logits
+    for folder, trust in ((blocks, False), (attn, True)):
+        lm = HFLM(pretrained=str(folder), trust_remote_code=trust, batch_size=1, device="cpu",
+                  dtype="float32")
+        want = load_any(folder, dtype=torch.float32)
+        with torch.no_grad():
+            torch.testing.assert_close(lm.model(IDS).logits, want(IDS).logits, rtol=0, atol=0)
