@@ -71,7 +71,8 @@ def _load(cache: Path) -> dict[str, dict]:
 
 def content_digest(paths: list[Path]) -> str:
     """One short digest of several files' bytes, in the given order: "xxh3:" + 16 hex digits. What a
-    local checkpoint's weights or a calibration file's text are. Raises OSError (unreadable file)."""
+    calibration file's (or folder's) text is. A checkpoint's weights keep sources._checkpoint.local_digest
+    (sizes included): stores record its values, so the two are not merged. Raises OSError."""
     import hashlib
 
     digests = file_digests(list(paths))
