@@ -1,25 +1,36 @@
-"""`--executor ray`: each (model, step) is a Ray task on one GPU (or one CPU) writing its own cells.
+"""`--executor ray`: each (model, step) is a Ray task on one GPU (or one CPU); the driver writes the cells.
 
-A task opens the store by path and runs the single-process `score_series` on a one-checkpoint
-series. Cells are renamed into place whole, so concurrent tasks never collide, and a task retried
-after its worker died skips the cells its dead try had already written.
+A task runs the single-process `score_series` on a one-checkpoint series into a private temporary
+store on its own node, and returns the cells it wrote as loaded xarray Datasets. The driver writes
+each into the cube (`CubeStore.write_cell`: whole, renamed into place) as its task finishes, so the
+workers need not see the driver's disk: nodes without a shared filesystem fill the same cube. A task
+retried after its worker died scores its checkpoint again (what the dead try wrote died with it);
+the cells of tasks that finished are in the cube already.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+import xarray as xr
+
 from ..cube import CubeStore
 from ..errors import RedundancyError
 from ..sources import Checkpoint, Series
-from .score import score_series
+from .score import check_sources, score_series
 from .settings import Events, Fetcher, ScoreSettings
 
-Task = tuple[list[Checkpoint], list[tuple[int, str]]]  # checkpoints, and the (step, dataset) cells they lack
+_PRIVATE = f"redundancy-ray-{socket.gethostname()}-"  # + pid-: a task's private store's folder
+# a task: its checkpoints (one, and its byte-identical duplicates), and the stored cells of their
+# originals that the duplicates are copied from
+Task = tuple[list[Checkpoint], list[xr.Dataset]]
 
 
 @contextmanager
@@ -41,26 +52,64 @@ def ray_cluster(num_workers: int | None = None, address: str | None = None) -> I
         ray.shutdown()
 
 
-def _score_task(series: Series, ckpts: list[Checkpoint], store_path: str, settings: ScoreSettings,
-                fetcher: Fetcher | None) -> None:
-    """The Ray task: score one checkpoint (and its byte-identical duplicates) into the store."""
-    store = CubeStore.open(store_path, settings.calibration())
-    score_series(dataclasses.replace(series, checkpoints=ckpts), store, settings, fetcher=fetcher)
+def _score_task(series: Series, settings: ScoreSettings, fetcher: Fetcher | None,
+                seeds: list[xr.Dataset]) -> list[xr.Dataset]:
+    """The Ray task: score `series` (one checkpoint and its duplicates) into a temporary store on
+    this node, removed after. `seeds`, cells from the driver's cube, go in first, so the duplicates
+    of an original scored before are copied from them. Returns the cells scored or copied here,
+    loaded into memory (one Dataset per (step, dataset)); the seeds are not among them."""
+    with _private_folder() as tmp:
+        store = CubeStore.open(Path(tmp) / "cube.zarr", settings.calibration())
+        for cell in seeds:
+            store.write_cell(cell)
+        written = score_series(series, store, settings, fetcher=fetcher).written
+        return [store.read_cell(series.model, step, dataset) for step, dataset in written]
 
 
-def _plan(series: Series, store: CubeStore, datasets: tuple[str, ...]) -> tuple[list[Task], list[Checkpoint]]:
-    """(the tasks; the checkpoints done already). A duplicate rides in its original's task, where
-    score_series copies the original's cells instead of scoring the same weights again."""
+def _private_folder() -> tempfile.TemporaryDirectory:
+    """A temporary folder named for this host and process. First removes those of this host's
+    processes that are gone: a worker killed (OOM, SIGKILL) never removed its own, nothing else would."""
+    for old in Path(tempfile.gettempdir()).glob(f"{_PRIVATE}*"):
+        pid = old.name[len(_PRIVATE):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{_PRIVATE}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this id runs on this host (a reused id counts: its folder is kept)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def _plan(series: Series, store: CubeStore, names: list[str],
+          log: Callable[[str], None]) -> tuple[list[Task], list[Checkpoint]]:
+    """(the tasks; the checkpoints done already), decided from the driver's cube as `score_series`
+    decides: damaged cells are reported (`log`) and removed, and cells scored from other weights
+    are refused (StoreError). A duplicate rides in its original's task, where score_series copies
+    the original's cells instead of scoring the same weights again."""
+    missing = {}
+    for c in series.checkpoints:  # all first: an original's damaged cells are gone before they seed a copy
+        # the weights' digest (a local folder's bytes) only where a stored cell must be compared with it
+        stored = any(store.has_cell(series.model, c.step, d) for d in names)
+        source = c.weights_source() if stored else ""
+        missing[c.step] = store.missing(series.model, c.step, names, source, log)
     steps, tasks, done = {c.step for c in series.checkpoints}, {}, []
     for c in series.checkpoints:
-        missing = [(c.step, d) for d in datasets if not store.has_cell(series.model, c.step, d)]
-        if not missing:
+        if not missing[c.step]:
             done.append(c)
             continue
-        ckpts, cells = tasks.setdefault(c.duplicate_of if c.duplicate_of in steps else c.step, ([], []))
+        ckpts, seeds = tasks.setdefault(c.duplicate_of if c.duplicate_of in steps else c.step, ([], {}))
         ckpts.append(c)
-        cells += missing
-    return list(tasks.values()), done
+        if c.duplicate_of is not None:  # the task's store starts empty: it gets the original's cells
+            seeds.update({(c.duplicate_of, d): store.read_cell(series.model, c.duplicate_of, d)
+                          for d in missing[c.step] if store.has_cell(series.model, c.duplicate_of, d)})
+    return [(ckpts, list(seeds.values())) for ckpts, seeds in tasks.values()], done
 
 
 def _remote(ray: Any, settings: ScoreSettings, max_retries: int) -> tuple[Any, ScoreSettings]:
@@ -77,10 +126,18 @@ def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSett
                      max_retries: int = 2) -> Events:
     """`score_series` with each checkpoint a Ray task; at most `num_workers` run at once (default:
     as many as the cluster fits). A task whose worker dies is retried up to `max_retries` times.
-    `events.checkpoint` hears "scoring" as a task is submitted and "scored" as it finishes."""
+    The tasks' nodes need the checkpoints (or the fetcher's source) and the calibration sets, not
+    the store: this process writes every cell, as its task finishes. `events.checkpoint` hears
+    "scoring" as a task is submitted and "scored" once its cells are written; `events.written`
+    gets the (step, dataset) of each cell written.
+
+    Raises StoreError (a bad store, other calibration settings or sources, cells of other weights)
+    before Ray starts; a task's RedundancyError as it is; RedundancyError when a worker died on
+    every try (the cells of the tasks that finished are kept: a rerun resumes)."""
     ev = events or Events()
     store = CubeStore.open(store_path, settings.calibration())  # a bad store fails here, not in N workers
-    tasks, done = _plan(series, store, tuple(settings.sets()))
+    check_sources(store, settings)  # here: a task's own store is empty, it has nothing to compare
+    tasks, done = _plan(series, store, list(settings.sets()), ev.log)
     for c in done:
         ev.checkpoint(c, "done already")
     if not tasks:
@@ -88,47 +145,51 @@ def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSett
     with ray_cluster(num_workers, address) as ray:
         remote, task_settings = _remote(ray, settings, max_retries)
 
-        def submit(ckpts: list[Checkpoint]) -> Any:
+        def submit(task: Task) -> Any:
+            ckpts, seeds = task
             for c in ckpts:
                 ev.checkpoint(c, "scoring")
-            return remote.remote(series, ckpts, str(store.path), task_settings, fetcher)
+            one = dataclasses.replace(series, checkpoints=ckpts)
+            return remote.remote(one, task_settings, fetcher, seeds)
 
         limit = num_workers or len(tasks)  # tasks in flight at once
         with closing(_as_completed(ray, submit, tasks, limit, max_retries + 1)) as finished:
-            for ckpts, missing in finished:
-                # counted from the store: a retried task does not know what its dead try wrote
-                ev.written += [(s, d) for s, d in missing if store.has_cell(series.model, s, d)]
+            for (ckpts, _), cells in finished:
+                for cell in cells:  # False: a concurrent run wrote the cell first (kept as it was)
+                    if store.write_cell(cell):
+                        ev.written.append((int(cell["step"].item()), str(cell["dataset"].item())))
                 for c in ckpts:
                     ev.checkpoint(c, "scored")
     return ev
 
 
-def _as_completed(ray: Any, submit: Any, tasks: list[Task], limit: int, tries: int) -> Iterator[Task]:
-    """Keep `limit` tasks in flight (a ray.wait loop) and yield each as it finishes."""
+def _as_completed(ray: Any, submit: Any, tasks: list[Task], limit: int,
+                  tries: int) -> Iterator[tuple[Task, list[xr.Dataset]]]:
+    """Keep `limit` tasks in flight (a ray.wait loop) and yield each, with the cells it returned,
+    as it finishes."""
     queue, running = list(tasks), {}
     try:
         while queue or running:
             while queue and len(running) < limit:
                 task = queue.pop(0)
-                running[submit(task[0])] = task
+                running[submit(task)] = task
             (ref,), _ = ray.wait(list(running), num_returns=1)
             task = running.pop(ref)
-            _get(ray, ref, task[0][0].step, tries)
-            yield task
+            yield task, _get(ray, ref, task[0][0].step, tries)
     finally:
         for ref in running:  # after a failure: stop the others, which matters on a cluster we did not start
             ray.cancel(ref, force=True)
 
 
-def _get(ray: Any, ref: Any, step: int, tries: int) -> None:
-    """Wait for a finished task; its failure becomes the toolkit's own one-line error where it can."""
+def _get(ray: Any, ref: Any, step: int, tries: int) -> list[xr.Dataset]:
+    """A finished task's cells; its failure becomes the toolkit's own one-line error where it can."""
     try:
-        ray.get(ref)
+        return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, RedundancyError):
             raise exc.cause from None
         raise
     except ray.exceptions.RayError as exc:  # the worker process died on every try
         raise RedundancyError(f"the Ray worker scoring step {step} died on all {tries} tries "
-                              f"({type(exc).__name__}); the cells it wrote are kept: "
+                              f"({type(exc).__name__}); the steps that finished are in the store: "
                               "run again to resume") from exc
