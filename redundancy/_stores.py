@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-CUBE_FORMAT = "redundancy-cube/1"  # the cube's root attribute `format`
+CUBE_FORMAT = "redundancy-cube/2"  # the cube's root attribute `format` (cube/_store.py)
+# cubes written before format 2: still read, converted by `check --repair`
+CUBE_FORMAT_1 = "redundancy-cube/1"
 FIGURES_MARKER = ".figures.json"  # in every folder analyses.save writes into
 _FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 _STUDY_ENTRIES = {"results.zarr", "results.zarr.lock", "models", "table.csv", "table.md", "figures"}
@@ -37,7 +39,7 @@ def store_kind(path: str | Path) -> str:
     names = {c.name for c in p.iterdir()}
     if not names:
         return "empty"
-    if "zarr.json" in names and _attributes(p / "zarr.json").get("format") == CUBE_FORMAT:
+    if "zarr.json" in names and _attributes(p / "zarr.json").get("format") in (CUBE_FORMAT, CUBE_FORMAT_1):
         return "cube"
     if is_results(p, names):
         return "results"

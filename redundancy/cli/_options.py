@@ -100,6 +100,23 @@ def resolve_out(value: Optional[Path]) -> Optional[Path]:
         raise OutputError(f"--out {value}: cannot follow the symlink ({exc}); point it at a folder") from None
 
 
+def cube_location(value: Optional[str]) -> "Optional[Path | str]":
+    """A cube's location: an object-store URL (s3://bucket/cube.zarr: kept as it is) or a local path
+    (a symlink followed once, as for every --out)."""
+    from ..cube._backend import is_url
+
+    if value is None or is_url(value):
+        return value
+    return resolve_out(Path(value))
+
+
+def cube(help: str, default: Any = ..., *names: str) -> Any:
+    """A cube store option (or, without names, argument): a folder or an object-store URL."""
+    if not names:
+        return typer.Argument(default, help=help, callback=cube_location)
+    return typer.Option(default, *names, help=help, callback=cube_location)
+
+
 def existing(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
     """An input folder (or file) that exists. Raises SeriesError."""
     from ..errors import SeriesError

@@ -49,7 +49,9 @@ def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: Stu
     from .._device import check_device
 
     check_device(s.device)
-    check_output(out, [checkpoint, store], overwrite=True, kind="study")  # an existing study resumes
+    # an existing study resumes
+    check_output(out, [checkpoint] + ([store] if isinstance(store, Path) else []), overwrite=True,
+                 kind="study")
     orders = {kind: stored_order(store, dataset, kind, "one-shot", order_metric)
               for kind in KINDS if s.ks.get(kind)}
     if s.ppl_samples > 0 and not s.ppl_sets:

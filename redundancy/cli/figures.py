@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from ..errors import OutputError
+from . import _options as o
 from ._app import command
 
 
@@ -29,24 +31,26 @@ def figures_out(out: Path, store: Path) -> Path:
     OutputError for anything else (a cube, a results store, a model, a folder of other files)."""
     from .._atomic import check_output
 
-    return check_output(out, [store], overwrite=True, kind="figures")
+    return check_output(out, [store] if isinstance(store, Path) else [], overwrite=True, kind="figures")
 
 
 @command()
-def heatmap(store: Path = typer.Argument(..., help="a cube store"),
+def heatmap(store: str = o.cube("a cube store (a folder or s3://BUCKET/PATH)"),
             out: Optional[Path] = typer.Option(None, help="folder for the figures "
                                                "(default STORE/../figures)"),
             metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
     """Draw step x layer heatmaps per module, layer 0 apart, one figure per model and dataset."""
     import analyses
 
+    if out is None and isinstance(store, str):
+        raise OutputError("heatmap: a cube on object storage needs --out (a local folder for the figures)")
     out = figures_out(out or store.parent / "figures", store)
     for path in analyses.heatmaps(open_for_figures(store, metric), out, metric):
         typer.echo(path)
 
 
 @command()
-def figures(store: Path = typer.Argument(..., help="a cube store"),
+def figures(store: str = o.cube("a cube store (a folder or s3://BUCKET/PATH)"),
             out: Path = typer.Option(..., "--out", "-o", help="folder for the figures"),
             metric: str = typer.Option("importance", help="metric variable to draw")) -> None:
     """Draw every figure: heatmaps, per-layer lines, order grids, sample counts, dataset agreement,

@@ -32,28 +32,38 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
 
 
 @command()
-def check(store: Path = typer.Argument(..., help="a cube store or a results store")) -> None:
-    """Verify a store without changing it. A cube: every cell (files present, sizes as written), listing
-    what a run would rescore. A results store: every version against its manifest (sha256 of each
-    file) and its current link, saying what the next write repairs from. Exit code 1 when damaged."""
+def check(store: str = typer.Argument(..., help="a cube (folder or s3://... URL) or a results store"),
+          repair: bool = typer.Option(False, "--repair",
+                                      help="a cube: convert a format-1 cube, set damaged cells aside "
+                                      "(the next score rescores them), rebuild the index")) -> None:
+    """Verify a store without changing it. A cube: every cell read whole (each file's xxh3 digest, the
+    labels it records against its place, the index against the cells), listing what a run would
+    rescore. A results store: every version against its manifest (sha256 of each file) and its current
+    link, saying what the next write repairs from. Exit code 1 when damaged."""
     from .._stores import describe, store_kind
+    from ..cube import check_cube
+    from ..cube._backend import is_url
     from ..errors import StoreError
 
-    kind = store_kind(store)
+    kind = "cube" if is_url(store) else store_kind(store)
     if kind == "results":
-        return _check_results(store)
+        return _check_results(Path(store))
     if kind != "cube":
         raise StoreError(f"{store} is {describe(kind, store) if kind != 'empty' else 'not there or empty'}, "
                          "not a cube or results store; nothing to check")
-    from ..cube import CubeStore
-
-    cube = CubeStore.open(store)
-    cells = cube.written_cells() + cube.written_cells("orders")
-    damaged = [f"{path.relative_to(cube.path)}: {what}" for path in cells if (what := cube.damage(path))]
-    for line in damaged:
-        console.print(f"damaged (the next run rescores it): {line}")
-    console.print(f"{store}: {len(cells) - len(damaged)} cells sound, {len(damaged)} damaged")
-    if damaged:
+    report = check_cube(store, repair=repair, log=lambda msg: console.print(msg, markup=False))
+    if report.repaired is not None:
+        console.print(f"{store}: repaired: "
+                      + ", ".join(f"{n} {what}" for what, n in report.repaired.items()),
+                      markup=False)
+    for line in report.notes:
+        console.print(f"note: {line}", markup=False)
+    for line in report.damaged:
+        console.print(f"damaged (the next run rescores it): {line}", markup=False)
+    for line in report.foreign:
+        console.print(f"foreign: {line}", markup=False)
+    console.print(f"{store}: {report.sound} cells sound, {len(report.damaged)} damaged", markup=False)
+    if report.damaged or report.foreign:
         raise typer.Exit(1)
 
 

@@ -15,7 +15,8 @@ def _scorer(name: str, what: str, defaults: dict) -> Callable:
     """The score command under `name`, with its own defaults; every option declared once."""
     @command(name)
     def run(series: str = typer.Argument(..., help=what),
-            out: Path = o.out("cube store (zarr folder) to write into"),
+            out: str = o.cube("cube store to write into: a zarr folder, or s3://BUCKET/PATH (obstore; "
+                              "credentials and AWS_ENDPOINT_URL from the environment)", ..., "--out", "-o"),
             datasets: List[str] = typer.Option(defaults["datasets"], "--dataset", "-d", help=o.DATASETS_HELP),
             text_field: str = o.TEXT_FIELD, metrics: List[str] = o.METRICS,
             samples: int = o.count(defaults["samples"], "calibration windows per set"),
@@ -58,7 +59,7 @@ crawl = _scorer("crawl", "hub repo id (hub: implied), an author or repos joined 
 
 @command()
 def order(series: str = typer.Argument(..., help="the series the store was scored from"),
-          out: Path = o.out("the cube store"),
+          out: str = o.cube("the cube store (a folder or s3://BUCKET/PATH)", ..., "--out", "-o"),
           iterative: bool = typer.Option(True, help="also compute the iterative order (drop, re-score)"),
           steps: List[int] = typer.Option([], "--step", help="steps to order (default: the last)",
                                           callback=o.at_least(0)),

@@ -21,7 +21,8 @@ def drop(checkpoint: Path = typer.Argument(..., help=o.CHECKPOINT, callback=o.ex
                                             "take the order from --store",
                                             callback=o.one_of("kind", o.kinds)),
          k: Optional[int] = o.count(None, "how many to drop (with --kind)"),
-         store: Optional[Path] = typer.Option(None, help="cube holding the scores (with --kind)"),
+         store: Optional[str] = o.cube("cube holding the scores (with --kind; a folder or s3://...)", None,
+                                       "--store"),
          dataset: Optional[str] = typer.Option(None, help="calibration set whose order to use"),
          strategy: str = typer.Option("one-shot", help="one-shot or iterative "
                                       "(stored by `redundancy order`)",
@@ -135,7 +136,7 @@ def _ks(specs: List[str]) -> dict[str, list[int]]:
 @command()
 def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop from (e.g. the final step)",
                                            callback=o.existing),
-          store: Path = typer.Option(..., help="cube holding its scores"),
+          store: str = o.cube("cube holding its scores (a folder or s3://BUCKET/PATH)", ..., "--store"),
           dataset: str = typer.Option("prose", help="calibration set whose orders to use"),
           out: Path = o.out("folder for models, results, table, figure"),
           k: List[str] = typer.Option(["attn=2,4,6", "mlp=2,4,6", "block=2,4,6", "joint=4,8"],

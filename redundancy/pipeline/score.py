@@ -39,7 +39,7 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
     copies of the original's, marked with duplicate_of.
     """
     ev, fetcher = events or Events(), fetcher or Fetcher()
-    store.clean_partial()
+    store.prepare(ev.log)
     check_sources(store, settings)
     names = list(settings.sets())  # resolved once: a local folder's listing is not redone per step
     todo = []
@@ -74,6 +74,7 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
     for ckpt, missing in copies:  # originals are all in the store now
         ev.written += _copy_duplicate(store, series.model, ckpt, missing)
         ev.checkpoint(ckpt, "scored")
+    store.compact()  # the next open reads one index object
     return ev
 
 

@@ -1,0 +1,69 @@
+"""`redundancy check` for a cube: every cell read whole and compared with what its writer recorded."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ._store import KINDS, CubeStore
+
+
+@dataclass
+class CubeReport:
+    """What `check_cube` found. `damaged`: one line per cell read as not what was written (the next
+    `score` rescores it, `repair` sets it aside); `foreign`: objects under cells/ or orders/ that are no
+    cell (open_cube ignores them); `notes`: what needs no rescoring (a sound cell not
+    yet indexed, a format-1 cube); `repaired`: the counts `CubeStore.repair` returned, when asked."""
+
+    sound: int = 0
+    damaged: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    repaired: dict[str, int] | None = None
+
+
+def check_cube(location: str | Path, *, repair: bool = False,
+               log: Callable[[str], None] = lambda msg: None) -> CubeReport:
+    """Verify a cube without changing it (every file's xxh3 digest, the labels each cell records
+    against its place, the index against the cells, objects that belong to no cell). With `repair`:
+    convert a format-1 cube, set damaged cells aside and rebuild the index from the sound cells
+    (`CubeStore.repair`), then verify again. Raises StoreError where `location` is not a cube."""
+    store = CubeStore.open(location)
+    report = CubeReport()
+    if repair:
+        report.repaired = store.repair(log=log)
+        store = CubeStore.open(location)
+    if store.format() == 1:
+        report.notes.append("format 1 (written before checksums and the index): `check --repair` converts "
+                            "it once, every value kept")
+    records = {} if store.format() == 1 else store.records(refresh=True)
+    seen = set()
+    for kind in KINDS:
+        _check_kind(store, kind, records, seen, report)
+    for key in sorted(set(records) - seen, key=str):
+        if not any(line.startswith(store.prefix(key[1], key[2], key[3], key[0]) + ":")
+                   for line in report.damaged):
+            report.damaged.append(f"{store.prefix(key[1], key[2], key[3], key[0])}: missing (recorded in "
+                                  "the index; the next score rescores it)")
+    return report
+
+
+def _check_kind(store: CubeStore, kind: str, records: dict, seen: set, report: CubeReport) -> None:
+    """Verify the cells of one kind, adding to `report` and to `seen` the labels of sound cells."""
+    for prefix in store.written_cells(kind):
+        labels = store._labels(prefix)
+        if what := store.damage(prefix, full=True):
+            report.damaged.append(f"{prefix}: {what}")
+            continue
+        report.sound += 1
+        if store.format() == 2:
+            seen.add(labels)
+            if labels not in records:
+                report.notes.append(f"{prefix}: sound, not yet in the index (open_cube does not show it; "
+                                    "the next score or `check --repair` records it)")
+    for prefix in store.half_written(kind):
+        report.notes.append(f"{prefix}: half-written by a writer that was killed; never read, the next "
+                            "score writes it whole")
+    for prefix in store.foreign(kind):
+        report.foreign.append(f"{prefix}: not a cell of this cube (open_cube ignores it; remove it)")
+
