@@ -113,6 +113,28 @@ def measure(layout: str, location, n: int, write_s: float, repeat: int, do_check
     return dict(layout=layout, n=n, write=write_s / n, open=open_s, query=query_s, check=check_s)
 
 
+def index_only(source: Path, path: Path, n: int, repeat: int) -> dict:
+    """open_cube on an index of n records (the source cube's, repeated under other model names)."""
+    import io
+
+    import pandas as pd
+
+    from redundancy.cube import _index
+
+    frame = CubeStore(source).records().frame
+    copies = [frame.assign(model=frame["model"] + f"-copy{c}") for c in range(-(-n // len(frame)))]
+    frame = pd.concat(copies, ignore_index=True).iloc[:n]
+    (path / "index").mkdir(parents=True)
+    (path / "zarr.json").write_bytes((source / "zarr.json").read_bytes())
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    (path / "index" / "base-0-copy.parquet").write_bytes(buffer.getvalue())
+    assert _index.read_frame(CubeStore(path).backend).shape[0] == n
+    open_s = median_time(lambda: open_cube(path), repeat)
+    nan = float("nan")
+    return dict(layout="format 2, index only", n=n, write=nan, open=open_s, query=nan, check=nan)
+
+
 def moto_server() -> tuple[subprocess.Popen, str]:
     """moto's S3 server in its own process, on a free port; returns (process, endpoint)."""
     with socket.socket() as s:
@@ -140,6 +162,9 @@ def main() -> None:
     p.add_argument("--s3-sizes", type=int, nargs="*", default=[100, 1000], help="format 2 on the S3 server")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-check-above", type=int, default=20000, help="skip check beyond this many cells")
+    p.add_argument("--index-only", type=int, nargs="*", default=[50000],
+                   help="open alone on an index of this many records, copied from the largest cube's with "
+                        "other model names (their cells are not written: only open is measured)")
     args = p.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start", flush=True)
     rows = []
@@ -158,6 +183,10 @@ def main() -> None:
                                     n <= args.no_check_above))
                 print(row(rows[-1]), flush=True)
             del cells
+        largest = root / f"new-{max(args.sizes)}.zarr"
+        for n in args.index_only:
+            rows.append(index_only(largest, root / f"index-{n}.zarr", n, args.repeat))
+            print(row(rows[-1]), flush=True)
         if args.s3_sizes:
             import boto3
 

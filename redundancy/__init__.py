@@ -36,7 +36,7 @@ _LAZY = {
     **dict.fromkeys(["Scorer", "score_layerwise", "METRICS"], "scoring"),
     **dict.fromkeys(["score_series", "ScoreSettings", "Events", "load_checkpoint", "order_series"],
                     "pipeline"),
-    **dict.fromkeys(["CubeStore", "open_cube"], "cube"),
+    **dict.fromkeys(["CubeStore", "open_cube", "check_cube", "CubeReport"], "cube"),
     **dict.fromkeys(["DropPlan", "materialize", "load_dropped", "load_any", "iterative_order"],
                     "drop"),
     **dict.fromkeys(["evaluate", "measure_speed", "sdr", "quantize", "run_study", "StudySettings",

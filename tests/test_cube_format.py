@@ -18,7 +18,7 @@ from redundancy.cube import CubeStore, make_cell, make_order_cell, open_cube
 from redundancy.cube._open import _finish, _from_cells
 from redundancy.errors import StoreError
 
-from _kills import kill_after
+from _kills import kill_after, two_writers_keep_every_cell_once
 
 SETTINGS = dict(n_samples=3, seq_len=8, seed=0, pool_factor=4, packing="p")
 runner = CliRunner()
@@ -221,3 +221,8 @@ def test_kills_at_any_instant_leave_no_half_cell_and_an_index_that_reads(tmp_pat
     assert not read.isnull().all(("layer", "module", "sample")).any()
     r = runner.invoke(app, ["check", str(path)])
     assert r.exit_code == 0, r.output  # half-written cells are temporary folders, never cells
+
+
+def test_two_writers_on_a_folder_keep_every_cell_once(tmp_path):
+    """As on object storage (test_cube_s3): each cell renamed into place by one writer, recorded once."""
+    two_writers_keep_every_cell_once(str(tmp_path / "c.zarr"))

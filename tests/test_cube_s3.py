@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import textwrap
 import uuid
 
 import numpy as np
@@ -17,7 +16,7 @@ from redundancy.cli import app
 from redundancy.cube import CubeStore, check_cube, make_cell, open_cube
 from redundancy.errors import StoreError
 
-from _kills import kill_after
+from _kills import WRITER, kill_after, two_writers_keep_every_cell_once
 
 pytest.importorskip("obstore")
 moto_server = pytest.importorskip("moto.server")
@@ -99,39 +98,11 @@ def test_a_changed_object_is_found_refused_and_rescored_on_s3(local_series, buck
     np.testing.assert_array_equal(open_cube(url).importance.values, before)
 
 
-WRITER = textwrap.dedent("""
-    import sys
-    import numpy as np
-    from redundancy.cube import CubeStore, make_cell
-    url, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    store = CubeStore.open(url, {settings!r})
-    for step in range(first, last):
-        rng = np.random.default_rng(step * 31 + 1)
-        cell = make_cell(rng.random((3, 4, 3, 1)), ["importance"], model="m", step=step, dataset="x",
-                         tokens=step * 10.0, provenance={{"fingerprint": "m-x"}})
-        store.write_cell(cell)
-        print(step, flush=True)
-    store.compact()
-""").format(settings=SETTINGS)
-
-
 def test_two_writers_on_s3_keep_every_cell_once(bucket):
     """Two processes write overlapping cells at once: each cell is published by one of them (the
     conditional create of its claim), recorded, and reads back as written."""
     _, name = bucket
-    url = f"s3://{name}/c.zarr"
-    CubeStore.open(url, SETTINGS)
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, str(a), str(b)], stderr=subprocess.PIPE)
-             for a, b in ((0, 14), (6, 20))]
-    for p in procs:
-        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
-    cube = open_cube(url)
-    assert list(cube.step.values) == list(range(20))
-    for step in range(20):
-        np.testing.assert_array_equal(cube.importance.sel(model="m", step=step, dataset="x").values,
-                                      _cell(step).importance.values)
-    report = check_cube(url)
-    assert report.sound == 20 and not report.damaged and not report.foreign, report
+    two_writers_keep_every_cell_once(f"s3://{name}/c.zarr")
 
 
 @pytest.mark.slow  # a writer killed at several instants

@@ -53,7 +53,8 @@ class Folder:
 
     def get(self, key: str) -> bytes | None:
         try:
-            return (self.root / key).read_bytes()
+            with open(f"{self.url}/{key}", "rb") as fh:  # a string path: pathlib costs more than the read
+                return fh.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
@@ -61,7 +62,7 @@ class Folder:
         return [self.get(k) for k in keys]
 
     def exists(self, key: str) -> bool:
-        return (self.root / key).exists()
+        return os.path.exists(f"{self.url}/{key}")
 
     def put(self, key: str, data: bytes) -> None:
         atomic_file(self.root / key, data)
@@ -86,16 +87,24 @@ class Folder:
 
     def list(self, prefix: str) -> dict[str, int]:
         """{key: size} of every file under `prefix` ('' for all), temporary ones included."""
-        base = self.root / prefix
-        out = {}
-        for folder, _, files in os.walk(base):
-            rel = Path(folder).relative_to(self.root).as_posix()
-            for name in files:
-                key = name if rel == "." else f"{rel}/{name}"
-                try:
-                    out[key] = os.stat(os.path.join(folder, name)).st_size
-                except FileNotFoundError:  # removed while we listed
-                    continue
+        out: dict[str, int] = {}
+        stack = [(os.path.join(self.url, prefix), prefix.rstrip("/"))]
+        while stack:
+            folder, rel = stack.pop()
+            try:
+                entries = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for e in entries:
+                    key = f"{rel}/{e.name}" if rel else e.name
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append((e.path, key))
+                        else:
+                            out[key] = e.stat().st_size
+                    except FileNotFoundError:  # removed while we listed
+                        continue
         return out
 
     def children(self, prefix: str) -> list[str]:

@@ -110,8 +110,7 @@ def make_record(kind: str, cell: xr.Dataset, complete: dict[str, Any], complete_
     }
     for v in _value_vars(cell):
         meta, chunk = f"{v}/zarr.json", f"{v}/{_CHUNK}"
-        dims = cell[v].dims
-        record["arrays"][v] = {"name": v, "dims": list(dims), "shape": list(cell[v].shape),
+        record["arrays"][v] = {"name": v, "shape": list(cell[v].shape),
                                "dtype": cell[v].dtype.str, "meta": files[meta][1],
                                "chunk": files[chunk][1] if chunk in files else None}
     if kind == "orders":  # small: kept whole in the index, so opening reads no order cell

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ._store import KINDS, CubeStore
 
@@ -36,11 +36,11 @@ def check_cube(location: str | Path, *, repair: bool = False,
     if store.format() == 1:
         report.notes.append("format 1 (written before checksums and the index): `check --repair` converts "
                             "it once, every value kept")
-    records = {} if store.format() == 1 else store.records(refresh=True)
+    records = store.records(refresh=True) if store.format() == 2 else None
     seen = set()
     for kind in KINDS:
         _check_kind(store, kind, records, seen, report)
-    for key in sorted(set(records) - seen, key=str):
+    for key in sorted((records.keys() if records is not None else set()) - seen, key=str):
         if not any(line.startswith(store.prefix(key[1], key[2], key[3], key[0]) + ":")
                    for line in report.damaged):
             report.damaged.append(f"{store.prefix(key[1], key[2], key[3], key[0])}: missing (recorded in "
@@ -48,11 +48,15 @@ def check_cube(location: str | Path, *, repair: bool = False,
     return report
 
 
-def _check_kind(store: CubeStore, kind: str, records: dict, seen: set, report: CubeReport) -> None:
+def _check_kind(store: CubeStore, kind: str, records: Any, seen: set, report: CubeReport) -> None:
     """Verify the cells of one kind, adding to `report` and to `seen` the labels of sound cells."""
-    for prefix in store.written_cells(kind):
+    listing = store.backend.list(f"{kind}/")  # once: on object storage a listing is a request per 1,000
+    per_cell: dict[str, dict[str, int]] = {}
+    for key, size in listing.items():
+        per_cell.setdefault("/".join(key.split("/")[:4]), {})[key] = size
+    for prefix in store._listed(kind, listing):
         labels = store._labels(prefix)
-        if what := store.damage(prefix, full=True):
+        if what := store.damage(prefix, full=True, listing=per_cell.get(prefix, {})):
             report.damaged.append(f"{prefix}: {what}")
             continue
         report.sound += 1
@@ -61,9 +65,8 @@ def _check_kind(store: CubeStore, kind: str, records: dict, seen: set, report: C
             if labels not in records:
                 report.notes.append(f"{prefix}: sound, not yet in the index (open_cube does not show it; "
                                     "the next score or `check --repair` records it)")
-    for prefix in store.half_written(kind):
+    for prefix in store.half_written(kind, listing):
         report.notes.append(f"{prefix}: half-written by a writer that was killed; never read, the next "
                             "score writes it whole")
-    for prefix in store.foreign(kind):
+    for prefix in store.foreign(kind, listing):
         report.foreign.append(f"{prefix}: not a cell of this cube (open_cube ignores it; remove it)")
-

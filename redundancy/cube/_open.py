@@ -7,6 +7,9 @@ not one read per cell. A format-1 cube (no index) opens as before: each cell thr
 """
 from __future__ import annotations
 
+import gc
+import json
+import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,10 @@ import xarray as xr
 
 from ..errors import StoreError
 from ..families import MODULES
+from . import _index
 from ._cellio import CellChanged, chunk_keys, read_chunk, restore
 from ._schema import PROVENANCE
-from ._store import CubeStore
+from ._store import CubeStore, _key
 
 STEP_BLOCK = 64  # steps per dask chunk: a heatmap over a history reads a few chunks, one step a few cells
 
@@ -46,8 +50,14 @@ def open_cube(path: str | Path) -> xr.Dataset:
     if store.root() is None:
         raise StoreError(f"{store.path} is not a cube store (no zarr.json); score into it first")
     store._check_path()
-    raw, orders = (_from_cells(store) if store.format() == 1 else _from_index(store))
-    return _finish(raw, orders, store)
+    enabled = gc.isenabled()
+    gc.disable()  # building the index's objects would trigger collections that walk all of them
+    try:
+        raw, orders = (_from_cells(store) if store.format() == 1 else _from_index(store))
+        return _finish(raw, orders, store)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _finish(raw: xr.Dataset, orders: xr.Dataset | None, store: CubeStore) -> xr.Dataset:
@@ -78,94 +88,109 @@ def _per_step(var: xr.DataArray) -> xr.DataArray:
 # --- format 2: from the index ------------------------------------------------------------------------
 
 def _from_index(store: CubeStore) -> tuple[xr.Dataset, xr.Dataset | None]:
-    records = store.records(refresh=True)
-    cells = {(m, s, d): r for (kind, m, s, d), r in records.items() if kind == "cells"}
-    if not cells:
+    frame = store.records(refresh=True).frame
+    cells = frame[frame["kind"] == "cells"]
+    if not len(cells):
         raise StoreError(f"{store.path} holds no scores yet")
-    models = sorted({k[0] for k in cells})
-    steps = sorted({k[1] for k in cells})
-    datasets = sorted({k[2] for k in cells})
-    metrics = sorted({v for r in cells.values() for v in r["arrays"]},
-                     key=lambda v: next(list(r["arrays"]).index(v)
-                                        for r in cells.values() if v in r["arrays"]))
-    n_layers = max(a["shape"][0] for r in cells.values() for a in r["arrays"].values())
-    n_samples = max(a["shape"][2] for r in cells.values() for a in r["arrays"].values())
+    models, i = np.unique(cells["model"].to_numpy(dtype=object), return_inverse=True)
+    datasets, k = np.unique(cells["dataset"].to_numpy(dtype=object), return_inverse=True)
+    steps, j = np.unique(cells["step"].to_numpy(dtype=np.int64), return_inverse=True)
+    metrics = [a for a in _index.array_names(cells) if (cells[f"a/{a}/meta"] != "").any()]
+    n_layers = int(max(cells[f"a/{a}/layers"].max() for a in metrics))
+    n_samples = int(max(cells[f"a/{a}/samples"].max() for a in metrics))
     shape = (len(models), len(datasets), len(steps))
-    at = {(m, d, s): (i, k, j) for i, m in enumerate(models) for k, d in enumerate(datasets)
-          for j, s in enumerate(steps)}
-    tokens = np.full(shape, np.nan)
-    prov = {name: np.full(shape, np.nan, dtype=object) for name in PROVENANCE}
-    for (m, s, d), r in cells.items():
-        idx = at[(m, d, s)]
-        tokens[idx] = np.nan if r["tokens"] is None else r["tokens"]
-        for name in PROVENANCE:
-            prov[name][idx] = r["provenance"].get(name, "")
+    keys = {m: _key(m) for m in models} | {d: _key(d) for d in datasets}
+    prefixes = np.array([f"cells/{keys[m]}/{keys[d]}/step-{s:012d}" for m, d, s in
+                         zip(cells["model"], cells["dataset"], cells["step"])], dtype=object)
+    place = (i, k, j)
     dims3 = ("model", "dataset", "step")
-    data: dict[str, Any] = {m: (dims3 + ("layer", "module", "sample"),
-                                _lazy(store, cells, m, models, datasets, steps, n_layers, n_samples))
-                            for m in metrics}
-    data.update({name: (dims3, v) for name, v in prov.items()})
-    data["tokens"] = (dims3, tokens)
+    data: dict[str, Any] = {}
+    for m in metrics:
+        data[m] = xr.Variable(dims3 + ("layer", "module", "sample"),
+                              _lazy(store, cells, prefixes, place, m, shape, n_layers, n_samples))
+    for name in PROVENANCE:  # object arrays, NaN where no cell (as concatenating cells gives)
+        values = np.full(shape, np.nan, dtype=object)
+        column = f"p/{name}"
+        values[place] = cells[column].to_numpy(dtype=object) if column in cells else ""
+        data[name] = xr.Variable(dims3, values, fastpath=True)  # already what xarray would make of it
+    tokens = np.full(shape, np.nan)
+    tokens[place] = cells["tokens"].to_numpy(dtype=np.float64)
+    data["tokens"] = xr.Variable(dims3, tokens)
     coords = {"model": np.array(models, dtype=object), "dataset": np.array(datasets, dtype=object),
-              "step": np.array(steps, dtype=np.int64), "layer": np.arange(n_layers),
+              "step": steps, "layer": np.arange(n_layers),
               "module": np.array(MODULES, dtype=object), "sample": np.arange(n_samples)}
-    return xr.Dataset(data, coords=coords), _orders_from_index(records)
+    return xr.Dataset(data, coords=coords), _orders_from_index(frame[frame["kind"] == "orders"])
 
 
-def _lazy(store: CubeStore, cells: dict, metric: str, models: list[str], datasets: list[str],
-          steps: list[int], n_layers: int, n_samples: int) -> da.Array:
+def _lazy(store: CubeStore, cells: Any, prefixes: np.ndarray, place: tuple, metric: str,
+          shape: tuple[int, int, int], n_layers: int, n_samples: int) -> da.Array:
     """(model, dataset, step, layer, module, sample) float32: one task per (model, dataset, block of
     STEP_BLOCK steps), reading only the cells it covers."""
-    blocks = [(lo, min(lo + STEP_BLOCK, len(steps))) for lo in range(0, len(steps), STEP_BLOCK)]
-    name = f"cube-{metric}-{abs(hash((store.backend.url, metric, tuple(sorted(cells)))))}"
-    graph = {}
-    for i, m in enumerate(models):
-        for k, d in enumerate(datasets):
-            for b, (lo, hi) in enumerate(blocks):
-                entries = [(j - lo, store.prefix(m, steps[j], d), cells[(m, steps[j], d)]["arrays"][metric])
-                           for j in range(lo, hi)
-                           if (m, steps[j], d) in cells and metric in cells[(m, steps[j], d)]["arrays"]]
-                graph[(name, i, k, b, 0, 0, 0)] = (_read_block, store.backend, entries,
-                                                   (1, 1, hi - lo, n_layers, len(MODULES), n_samples))
-    chunks = ((1,) * len(models), (1,) * len(datasets), tuple(hi - lo for lo, hi in blocks), (n_layers,),
-              (len(MODULES),), (n_samples,))
+    i, k, j = place
+    has = (cells[f"a/{metric}/meta"] != "").to_numpy()
+    rows = np.flatnonzero(has)
+    block = j[rows] // STEP_BLOCK
+    order = np.lexsort((j[rows], block, k[rows], i[rows]))
+    rows = rows[order]
+    group = np.stack([i[rows], k[rows], j[rows] // STEP_BLOCK], axis=1)
+    cut = np.flatnonzero(np.any(np.diff(group, axis=0) != 0, axis=1)) + 1
+    cols = [cells[f"a/{metric}/{f}"].to_numpy(dtype=object) for f in ("layers", "modules", "samples",
+                                                                          "dtype", "meta", "chunk")]
+    n_blocks = -(-shape[2] // STEP_BLOCK)
+    name = f"cube-{metric}-{uuid.uuid4().hex}"
+    graph: dict = {}
+    for part in np.split(rows, cut) if len(rows) else []:
+        a, b, c = int(i[part[0]]), int(k[part[0]]), int(j[part[0]]) // STEP_BLOCK
+        graph[(name, a, b, c, 0, 0, 0)] = (_read_block, store.backend, metric, j[part] - c * STEP_BLOCK,
+                                           prefixes[part], *(col[part] for col in cols),
+                                           _block_shape(c, shape, n_layers, n_samples))
+    for a in range(shape[0]):
+        for b in range(shape[1]):
+            for c in range(n_blocks):
+                graph.setdefault((name, a, b, c, 0, 0, 0),
+                                 (np.full, _block_shape(c, shape, n_layers, n_samples), np.nan, np.float32))
+    chunks = ((1,) * shape[0], (1,) * shape[1],
+              tuple(min(STEP_BLOCK, shape[2] - c * STEP_BLOCK) for c in range(n_blocks)),
+              (n_layers,), (len(MODULES),), (n_samples,))
     return da.Array(graph, name, chunks, dtype=np.float32)
 
 
-def _read_block(backend: Any, entries: list, shape: tuple[int, ...]) -> np.ndarray:
-    """One dask chunk: the cells' metric arrays placed in a NaN block; changed bytes raise StoreError."""
+def _block_shape(c: int, shape: tuple[int, int, int], n_layers: int, n_samples: int) -> tuple[int, ...]:
+    return (1, 1, min(STEP_BLOCK, shape[2] - c * STEP_BLOCK), n_layers, len(MODULES), n_samples)
+
+
+def _read_block(backend: Any, metric: str, js: np.ndarray, prefixes: np.ndarray, layers: np.ndarray,
+                modules: np.ndarray, samples: np.ndarray, dtypes: np.ndarray, metas: np.ndarray,
+                chunks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """One dask chunk: the cells' `metric` arrays placed in a NaN block; changed bytes raise StoreError.
+    Per cell (arrays aligned): its step within the block, prefix, shape, dtype, and the digests of the
+    metric's zarr.json and chunk ("" where zarr wrote no chunk)."""
     out = np.full(shape, np.nan, dtype=np.float32)
-    keys = [k for _, prefix, a in entries for k in chunk_keys(prefix, _var(a))]
-    blobs = backend.get_many(keys)
-    for n, (j, prefix, array) in enumerate(entries):
+    blobs = backend.get_many([key for prefix in prefixes for key in chunk_keys(prefix, metric)])
+    for n, prefix in enumerate(prefixes):
+        array = {"shape": [int(layers[n]), int(modules[n]), int(samples[n])], "dtype": dtypes[n],
+                 "meta": metas[n], "chunk": chunks[n] or None}
         try:
-            values = read_chunk(array, blobs[2 * n], blobs[2 * n + 1], f"{prefix}/{_var(array)}")
+            values = read_chunk(array, blobs[2 * n], blobs[2 * n + 1], f"{prefix}/{metric}")
         except CellChanged as exc:
             raise StoreError(f"{backend.url}/{exc}: the cell is not what was written; `redundancy check "
                              f"--repair {backend.url}` sets it aside, then score again") from None
-        layers, _, samples = values.shape
-        out[0, 0, j, :layers, :, :samples] = values
+        out[0, 0, js[n], :values.shape[0], :, :values.shape[2]] = values
     return out
 
 
-def _var(array: dict[str, Any]) -> str:
-    return array["name"]
-
-
-def _orders_from_index(records: dict) -> xr.Dataset | None:
-    orders = {(m, s, d): r for (kind, m, s, d), r in records.items() if kind == "orders"}
-    if not orders:
+def _orders_from_index(frame: Any) -> xr.Dataset | None:
+    if not len(frame):
         return None
     cells = []
-    for (m, s, d), r in sorted(orders.items()):
-        o = r["orders"]
-        ds = xr.Dataset({"drop_order": (("strategy", "module", "rank"),
-                                        np.array(o["drop_order"], dtype=np.int64))},
+    for m, s, d, text in sorted(zip(frame["model"], frame["step"], frame["dataset"], frame["orders"])):
+        o = json.loads(text)
+        values = np.array(o["drop_order"], dtype=np.int64)
+        ds = xr.Dataset({"drop_order": (("strategy", "module", "rank"), values)},
                         coords={"strategy": np.array(o["strategy"], dtype=object),
                                 "module": np.array(o["module"], dtype=object),
-                                "rank": np.arange(len(o["drop_order"][0][0])),
-                                "model": np.array(m, dtype=object), "step": s,
-                                "dataset": np.array(d, dtype=object)},
+                                "rank": np.arange(values.shape[2]), "model": np.array(m, dtype=object),
+                                "step": int(s), "dataset": np.array(d, dtype=object)},
                         attrs={"metric": o["metric"]})
         cells.append(ds.expand_dims(["model", "dataset", "step"]))
     return _combine(cells)

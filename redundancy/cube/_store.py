@@ -13,6 +13,7 @@ Format 1 (cubes written before): provenance as arrays, sizes only, no index. The
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -37,6 +38,7 @@ KINDS = ("cells", "orders")
 _COMPACT_EVERY = 64  # writes between two looks at the index's segment count
 
 
+@functools.lru_cache(maxsize=65536)
 def _key(name: str) -> str:
     """A folder name for a model or dataset name (the real name lives in the cell's labels)."""
     return re.sub(r"[^A-Za-z0-9._-]", lambda m: f"~{ord(m.group()):02x}", name)
@@ -52,7 +54,8 @@ class CubeStore:
         self.url = is_url(location)
         self.path: Any = str(location).rstrip("/") if self.url else Path(location)
         self.backend = backend_for(self.path)
-        self._records: dict[_index.Key, dict[str, Any]] | None = None
+        self._records: _index.Records | None = None
+        self._root: dict[str, Any] | None = None
         self._writes = 0
 
     @classmethod
@@ -74,14 +77,17 @@ class CubeStore:
     # --- the root --------------------------------------------------------------------------------------
 
     def root(self) -> dict[str, Any] | None:
-        """The root group's attributes, None where there is no root yet."""
-        blob = self.backend.get("zarr.json")
-        if blob is None:
-            return None
-        try:
-            return json.loads(blob).get("attributes") or {}
-        except ValueError:
-            raise StoreError(f"{self.path}/zarr.json is unreadable; it is the cube's root") from None
+        """The root group's attributes, None where there is no root yet (read once: only `repair`
+        changes it)."""
+        if self._root is None:
+            blob = self.backend.get("zarr.json")
+            if blob is None:
+                return None
+            try:
+                self._root = json.loads(blob).get("attributes") or {}
+            except ValueError:
+                raise StoreError(f"{self.path}/zarr.json is unreadable; it is the cube's root") from None
+        return self._root
 
     def format(self) -> int:
         """1 for a cube written before format 2 (no index, sizes only), else 2."""
@@ -136,7 +142,7 @@ class CubeStore:
         return self.backend.exists(f"{prefix}/{COMPLETE}") or \
             self.format() == 1 and self.backend.exists(f"{prefix}/zarr.json")
 
-    def records(self, refresh: bool = False) -> dict[_index.Key, dict[str, Any]]:
+    def records(self, refresh: bool = False) -> _index.Records:
         """The index: (kind, model, step, dataset) -> the cell's record (`_cellio.make_record`)."""
         if self._records is None or refresh:
             self._records = _index.read(self.backend)
@@ -180,20 +186,23 @@ class CubeStore:
     def dataset_source(self, name: str) -> str:
         """The calibration source the store's cells of set `name` were read from ("" if none say)."""
         if self.format() == 2:
-            sources = [r["provenance"].get("calibration_source", "")
-                       for k, r in sorted(self.records().items())
-                       if k[0] == "cells" and k[3] == name]
-            return next((s for s in sources if s), "")
+            frame = self.records().frame
+            if "p/calibration_source" not in frame:
+                return ""
+            rows = frame[(frame["kind"] == "cells") & (frame["dataset"] == name)]
+            sources = rows.sort_values(["model", "step"])["p/calibration_source"]
+            return next((str(s) for s in sources if s), "")
         for prefix in self._listed("cells"):
             if prefix.split("/")[2] == _key(name) and (stored := self._stored(prefix, "calibration_source")):
                 return stored
         return ""
 
     def damage(self, prefix: str | Path, expect: tuple[str, str, int, str] | None = None,
-               full: bool = False) -> str:
+               full: bool = False, listing: dict[str, int] | None = None) -> str:
         """"" for a sound cell, else what is wrong with it: a file missing or of another size, labels
         of another cell (copied or renamed), not what the index recorded, or (`full`: every byte read)
-        other bytes. `expect`: the (kind, model, step, dataset) its place says it holds."""
+        other bytes. `expect`: the (kind, model, step, dataset) its place says it holds; `listing`: the
+        cell's {key: size} where the caller listed it already."""
         prefix = self._as_prefix(prefix)
         blob = self.backend.get(f"{prefix}/{COMPLETE}")
         if blob is None:  # format 1 before the record existed: the scores must read back
@@ -204,17 +213,17 @@ class CubeStore:
         except ValueError:
             return f"{COMPLETE} unreadable"
         if complete.get("format") != CELL_FORMAT:  # format 1: {file: size}
-            return _sizes_differ(self.backend, prefix, complete)
+            return _sizes_differ(self.backend, prefix, complete, listing)
         labels = (complete["kind"], complete["model"], complete["step"], complete["dataset"])
         if expect and tuple(labels) != tuple(expect) \
                 or prefix != self.prefix(*labels[1:3], labels[3], labels[0]):
             return f"holds {labels[1]} step {labels[2]} {labels[3]} (copied or renamed here)"
         files = {k: v[0] for k, v in complete["files"].items()}
-        if what := _sizes_differ(self.backend, prefix, files):
+        if what := _sizes_differ(self.backend, prefix, files, listing):
             return what
-        record = self.records().get(labels)
-        if record is not None and record["complete"] != digest(blob):
-            if (record := self.records(refresh=True).get(labels)) and record["complete"] != digest(blob):
+        recorded = self.records().complete_digest(labels)
+        if recorded is not None and recorded != digest(blob):
+            if (recorded := self.records(refresh=True).complete_digest(labels)) and recorded != digest(blob):
                 return "not the cell the index recorded (replaced by another?)"
         if full:
             return self._bytes_differ(prefix, complete)
@@ -281,7 +290,7 @@ class CubeStore:
             return False
         _index.add(self.backend, [record])
         if self._records is not None:
-            self._records[_index.key_of(record)] = {**record, "seq": 0}
+            self._records.remember(record)
         self._writes += 1
         if self._writes % _COMPACT_EVERY == 0:
             _index.compact(self.backend)
@@ -326,30 +335,30 @@ class CubeStore:
 
     # --- listing ---------------------------------------------------------------------------------------
 
-    def _listed(self, kind: str = "cells") -> list[str]:
+    def _listed(self, kind: str = "cells", listing: dict[str, int] | None = None) -> list[str]:
         """Prefixes of every cell written whole (its `.complete.json`; in a format-1 cube also a
         zarr.json: cells written before that record), temporary and set-aside folders excluded."""
         marks = (COMPLETE, "zarr.json") if self.format() == 1 else (COMPLETE,)
         out = set()
-        for key in self.backend.list(f"{kind}/"):
+        for key in (listing if listing is not None else self.backend.list(f"{kind}/")):
             parts = key.split("/")
             if len(parts) >= 5 and parts[3].startswith("step-") and parts[4] in marks:
                 out.add("/".join(parts[:4]))
         return sorted(out)
 
-    def half_written(self, kind: str = "cells") -> list[str]:
+    def half_written(self, kind: str = "cells", listing: dict[str, int] | None = None) -> list[str]:
         """Cells whose writer was killed before `.complete.json` (object stores, where there is no
         rename): never read; the next writer takes the claim over and writes them whole."""
         if self.format() == 1:
             return []
-        listed = self.backend.list(f"{kind}/")
+        listed = listing if listing is not None else self.backend.list(f"{kind}/")
         started = {k.rsplit("/", 1)[0] for k in listed if k.endswith("/" + CLAIM)}
         return sorted(p for p in started if f"{p}/{COMPLETE}" not in listed)
 
-    def foreign(self, kind: str = "cells") -> list[str]:
+    def foreign(self, kind: str = "cells", listing: dict[str, int] | None = None) -> list[str]:
         """Objects under `kind/` that belong to no cell: a zarr group copied in, stray files."""
         out = set()
-        for key in self.backend.list(f"{kind}/"):
+        for key in (listing if listing is not None else self.backend.list(f"{kind}/")):
             parts = key.split("/")
             if any(p.startswith(".") for p in parts[1:4]):
                 continue  # a writer's temporary or set-aside folder: `clean_partial` removes those
@@ -416,7 +425,7 @@ class CubeStore:
         _index.rebuild(self.backend, records)
         if old:
             self.backend.put("zarr.json", self._root_bytes(self.settings()))
-        self._records = None
+        self._records = self._root = None
         return counts
 
     def _convert(self, prefix: str, kind: str) -> dict[str, Any]:
@@ -441,11 +450,10 @@ def _provenance_keys(cell: xr.Dataset) -> list[str]:
     return [k for k in PROVENANCE if k in cell]
 
 
-def _sizes_differ(backend: Any, prefix: str, sizes: dict[str, int]) -> str:
-    listed = backend.list(prefix + "/")
+def _sizes_differ(backend: Any, prefix: str, sizes: dict[str, int], listing: dict[str, int] | None = None) -> str:
+    listed = listing if listing is not None else backend.list(prefix + "/")
     for name, size in sizes.items():
         got = listed.get(f"{prefix}/{name}")
         if got is None or got != size:
             return f"{name} {'missing' if got is None else 'truncated'}"
     return ""
-

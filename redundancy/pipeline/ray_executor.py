@@ -36,7 +36,8 @@ Task = tuple[list[Checkpoint], list[xr.Dataset]]
 @contextmanager
 def ray_cluster(num_workers: int | None = None, address: str | None = None) -> Iterator[Any]:
     """The `ray` module, initialised for the block: an already initialised Ray is used as it is;
-    else join `address`, or start a local cluster of `num_workers` CPUs (default all), shut down after."""
+    else join `address` (or $RAY_ADDRESS), or start a local cluster of `num_workers` CPUs (default all),
+    shut down after."""
     try:
         import ray
     except ImportError:
@@ -44,6 +45,7 @@ def ray_cluster(num_workers: int | None = None, address: str | None = None) -> I
     if ray.is_initialized():
         yield ray
         return
+    address = address or os.environ.get("RAY_ADDRESS")  # `ray start` clusters and `ray job submit` set it
     size = {"address": address} if address else {"num_cpus": num_workers or os.cpu_count()}
     ray.init(include_dashboard=False, log_to_driver=False, **size)
     try:
