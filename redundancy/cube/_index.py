@@ -118,17 +118,22 @@ def read(backend: Any) -> Records:
     return Records(read_frame(backend))
 
 
-def _parse(name: str, blob: bytes) -> pd.DataFrame:
+def _parse(name: str, blob: bytes) -> pd.DataFrame | list[dict[str, Any]]:
+    """A base (a frame) or a segment (its records)."""
     try:
         if name.endswith(".parquet"):
             return pd.read_parquet(io.BytesIO(blob))
-        return to_frame(json.loads(blob))
+        return json.loads(blob)
     except (ValueError, OSError):
         raise StoreError(f"{name} in the cube's index is unreadable; `redundancy check --repair STORE` "
                          "rebuilds the index from the cells") from None
 
 
-def _latest(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def _latest(parts: list[pd.DataFrame | list[dict[str, Any]]]) -> pd.DataFrame:
+    """Bases and segments -> one frame, the latest record of each cell (segments' records are made
+    into one frame together: a frame per segment costs more than its records)."""
+    records = [r for p in parts if isinstance(p, list) for r in p]
+    frames = [p for p in parts if not isinstance(p, list)] + ([to_frame(records)] if records else [])
     frame = _normalized(pd.concat(frames, ignore_index=True)) if frames else to_frame([])
     frame = frame.sort_values("seq", kind="stable").drop_duplicates(list(COLUMNS[:4]), keep="last")
     return frame.reset_index(drop=True)
