@@ -128,7 +128,7 @@ def index_only(source: Path, path: Path, n: int, repeat: int) -> dict:
     (path / "zarr.json").write_bytes((source / "zarr.json").read_bytes())
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    (path / "index" / "base-0-copy.parquet").write_bytes(buffer.getvalue())
+    _index._put(CubeStore(path).backend, "base", "parquet", buffer.getvalue())
     assert _index.read_frame(CubeStore(path).backend).shape[0] == n
     open_s = median_time(lambda: open_cube(path), repeat)
     nan = float("nan")
@@ -197,12 +197,14 @@ def main() -> None:
                     rng = np.random.default_rng(n)
                     cells = [cell(*lab, rng) for lab in labels(n)]
                     url = f"s3://bench/cube-{n}.zarr"
-                    rows.append(measure("format 2, S3", url, n, write_format_2(url, cells), args.repeat, True))
+                    write_s = write_format_2(url, cells)
+                    rows.append(measure("format 2, S3", url, n, write_s, args.repeat, True))
                     print(row(rows[-1]), flush=True)
             finally:
                 proc.kill()
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
-    print("| layout | cells | write per cell | open | open per cell | heatmap query | check | check per cell |")
+    print("| layout | cells | write per cell | open | open per cell | heatmap query | check "
+          "| check per cell |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(row(r))
@@ -211,7 +213,8 @@ def main() -> None:
 def row(r: dict) -> str:
     ms = lambda s: "-" if s != s else f"{s * 1e3:.2f} ms"  # noqa: E731 - NaN: not measured
     sec = lambda s: "-" if s != s else f"{s:.2f} s"  # noqa: E731
-    return (f"| {r['layout']} | {r['n']:,} | {ms(r['write'])} | {sec(r['open'])} | {ms(r['open'] / r['n'])} | "
+    return (f"| {r['layout']} | {r['n']:,} | {ms(r['write'])} | {sec(r['open'])} | "
+            f"{ms(r['open'] / r['n'])} | "
             f"{sec(r['query'])} | {sec(r['check'])} | {ms(r['check'] / r['n'])} |")
 
 

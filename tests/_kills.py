@@ -49,8 +49,9 @@ def two_writers_keep_every_cell_once(location: str) -> None:
     from redundancy.cube import CubeStore, check_cube, make_cell, open_cube
 
     CubeStore.open(location, SETTINGS)
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, location, str(a), str(b)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE) for a, b in ((0, 14), (6, 20))]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, location, str(a), str(b)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for a, b in ((0, 14), (6, 20))]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
     cube = open_cube(location)

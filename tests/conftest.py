@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import traceback
 from itertools import islice
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
+import torch
 
 from _models import tiny_model
 
@@ -17,6 +21,27 @@ from _models import tiny_model
 # offline checks (calibration), not the already-imported client's constants.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on two cores: one torch thread each (and in each of
+    # their subprocesses: the CLI, lm-eval, notebook kernels), instead of two threads each that wait
+    # on one another whenever the other worker holds a core
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# tests that start a local Ray cluster run one after another on one worker (a cluster each at once
+# would share the two cores and Ray's ports); tests/test_ray.py is grouped whole, its module-scoped
+# cluster started once
+RAY_TESTS = ("tests/test_ray.py::", "tests/test_crawl.py::test_crawl_on_ray_workers_equals_the_local_crawl")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "demo_dir" in item.fixturenames:  # one worker runs the demo and every test that reads it
+            item.add_marker(pytest.mark.xdist_group("demo"))
+        elif item.nodeid.startswith(RAY_TESTS):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 def make_tokenizer(vocab_size: int = 300):
@@ -77,19 +102,101 @@ def local_series(tmp_path_factory) -> Path:
     return write_series(tmp_path_factory.mktemp("series"), [0, 10, 100, 1000])
 
 
+def run_folder(tmp_path_factory) -> Path:
+    """The test run's temporary folder: under pytest-xdist, the one that holds every worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The run's folder `name`, made by `build(folder)` once for the whole run: under pytest-xdist the
+    first worker to ask builds it while the other waits on a file lock, then reuses it (never builds it
+    twice). A build that failed is not tried again by the other worker: it fails with the first error."""
+    from filelock import FileLock
+
+    root = run_folder(tmp_path_factory)
+    folder, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if failed.exists():
+            pytest.fail(f"building {name} failed in another worker:\n{failed.read_text()}")
+        if not done.exists():
+            try:
+                build(folder)
+            except BaseException:
+                failed.write_text(traceback.format_exc())
+                raise
+            done.touch()
+    return folder
+
+
+# What builtin:tiny's training reads besides its recipe (which keys its folder): the code, the texts and
+# tokenizer it trains on, the libraries. Trained from the same of all these, a series is the same series
+# (tests/test_builtin_series.py: deterministic), so the tests keep the demo's trained series between runs
+# in a folder named by their digest, and train again whenever any of them changes.
+REPO = Path(__file__).resolve().parent.parent
+TRAINING_INPUTS = ("redundancy/sources/_tiny.py", "redundancy/sources/_task.py", "redundancy/sources/_suites.py",
+                   "redundancy/calibration/_corpora.py", "redundancy/data/builtin_tiny.yaml",
+                   "redundancy/data/suites.yaml")
+
+
+def trained_series_cache() -> Path:
+    """$REDUNDANCY_TEST_CACHE (default ~/.cache/redundancy-tests)/trained-DIGEST: the builtin:tiny
+    series the demo trains (its recipe and tiny-seeds'), as trained by these inputs and libraries."""
+    import sys
+
+    import tokenizers
+    import transformers
+
+    digest = hashlib.sha256()
+    for rel in TRAINING_INPUTS:
+        digest.update(rel.encode() + b"\0" + (REPO / rel).read_bytes())
+    digest.update(f"{sys.version}|{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}"
+                  .encode())
+    root = Path(os.environ.get("REDUNDANCY_TEST_CACHE") or Path.home() / ".cache" / "redundancy-tests")
+    return root / f"trained-{digest.hexdigest()[:16]}"
+
+
+def seed_trained_series(cache: Path) -> None:
+    """Put the demo's trained series into the fresh cache root `cache`: trained into
+    trained_series_cache() first where it is not there yet (builtin:tiny's own lock: a second process
+    waits for the first), then copied (the run's cache is its own: digests, packing)."""
+    import shutil
+
+    from redundancy.sources._suites import SUITES, builtin_suite
+    from redundancy.sources._tiny import build_tiny_series
+
+    kept = trained_series_cache()
+    before = os.environ.get("REDUNDANCY_CACHE")
+    os.environ["REDUNDANCY_CACHE"] = str(kept)
+    try:
+        folders = [build_tiny_series()] + [Path(s.checkpoints[0].path).parent
+                                           for s in builtin_suite(SUITES.get("tiny-seeds"))]
+    finally:
+        os.environ["REDUNDANCY_CACHE"] = before if before is not None else ""
+        if before is None:
+            del os.environ["REDUNDANCY_CACHE"]
+    for folder in folders:
+        shutil.copytree(folder, cache / folder.name)
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    """`redundancy demo` run once for the session, training builtin:tiny in a fresh cache."""
+    """`redundancy demo` run once for the test run (once for all workers), in a fresh cache holding
+    the series it trains (trained_series_cache: trained once for these inputs, then kept)."""
     from typer.testing import CliRunner
 
     from redundancy.cli import app
 
-    root = tmp_path_factory.mktemp("demo")
-    os.environ["REDUNDANCY_CACHE"] = str(root / "cache")  # this session trains its own series
-    result = CliRunner().invoke(app, ["demo", "--out", str(root / "demo")])
-    assert result.exit_code == 0, result.output
-    (root / "demo" / "output.txt").write_text(result.output)
-    return root / "demo"
+    root = run_folder(tmp_path_factory) / "demo"
+    os.environ["REDUNDANCY_CACHE"] = str(root / "cache")
+
+    def build(root: Path) -> None:
+        seed_trained_series(root / "cache")
+        result = CliRunner().invoke(app, ["demo", "--out", str(root / "demo")])
+        assert result.exit_code == 0, result.output
+        (root / "demo" / "output.txt").write_text(result.output)
+
+    return built_once(tmp_path_factory, "demo", build) / "demo"
 
 
 @pytest.fixture()

@@ -34,7 +34,7 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
 @command()
 def check(store: str = typer.Argument(..., help="a cube (folder or s3://... URL) or a results store"),
           repair: bool = typer.Option(False, "--repair",
-                                      help="a cube: convert a format-1 cube, set damaged cells aside "
+                                      help="a cube: convert a format-1 cube, remove damaged cells "
                                       "(the next score rescores them), rebuild the index")) -> None:
     """Verify a store without changing it. A cube: every cell read whole (each file's xxh3 digest, the
     labels it records against its place, the index against the cells), listing what a run would

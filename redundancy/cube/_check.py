@@ -5,13 +5,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import StoreError
+from . import _index
 from ._store import KINDS, CubeStore
 
 
 @dataclass
 class CubeReport:
     """What `check_cube` found. `damaged`: one line per cell read as not what was written (the next
-    `score` rescores it, `repair` sets it aside); `foreign`: objects under cells/ or orders/ that are no
+    `score` rescores it, `repair` removes it); `foreign`: objects under cells/ or orders/ that are no
     cell (open_cube ignores them); `notes`: what needs no rescoring (a sound cell not
     yet indexed, a format-1 cube); `repaired`: the counts `CubeStore.repair` returned, when asked."""
 
@@ -26,7 +28,7 @@ def check_cube(location: str | Path, *, repair: bool = False,
                log: Callable[[str], None] = lambda msg: None) -> CubeReport:
     """Verify a cube without changing it (every file's xxh3 digest, the labels each cell records
     against its place, the index against the cells, objects that belong to no cell). With `repair`:
-    convert a format-1 cube, set damaged cells aside and rebuild the index from the sound cells
+    convert a format-1 cube, remove damaged cells and rebuild the index from the sound cells
     (`CubeStore.repair`), then verify again. Raises StoreError where `location` is not a cube."""
     store = CubeStore.open(location)
     report = CubeReport()
@@ -36,7 +38,15 @@ def check_cube(location: str | Path, *, repair: bool = False,
     if store.format() == 1:
         report.notes.append("format 1 (written before checksums and the index): `check --repair` converts "
                             "it once, every value kept")
-    records = store.records(refresh=True) if store.format() == 2 else None
+    records = None
+    if store.format() == 2:
+        try:
+            records = store.records(refresh=True)
+        except StoreError as exc:  # the cells are still checked, against themselves
+            report.damaged.append(f"index: {exc}")
+            records = store._records = _index.Records(_index.to_frame([]))
+        report.foreign += [f"{k}: not part of the index (open_cube ignores it; remove it)"
+                           for k in _index.strays(store.backend)]
     seen = set()
     for kind in KINDS:
         _check_kind(store, kind, records, seen, report)

@@ -1,14 +1,14 @@
 """The cube's index: one record per cell (`_cellio.make_record`), so that opening a cube reads a few
 objects, not every cell.
 
-Layout: `index/seg-<ns>-<id>.json` (records a writer added: each `write_cell` writes one, under a name
-no other writer uses, so writers never conflict) and `index/base-<ns>-<id>.parquet` (segments merged,
+Layout: `index/seg-<ns>-<id>-<xxh3>.json` (records a writer added: each `write_cell` writes one, under a name
+no other writer uses, so writers never conflict) and `index/base-<ns>-<id>-<xxh3>.parquet` (segments merged,
 one row per cell, one column per field: read whole in tens of milliseconds at 50,000 cells).
 Each record carries `seq`, its writer's time in ns: where two records name the same cell (a damaged
 cell rescored, a cell recorded twice), the later one holds. Compaction, done by writers when segments
 pile up and at the end of a run, writes a new base holding every record it read, then deletes what
 it merged; a reader that finds a listed object gone (merged meanwhile) lists again (bounded).
-Readers never write.
+Each name ends with its object's xxh3 digest, which readers check. Readers never write.
 
 Costs: open reads the bases and segments (one base after a run).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import StoreError
+from ._cellio import digest
 
 PREFIX = "index/"
 _TRIES = 8  # a reader lists again at most this often when compaction removes what it listed
@@ -35,19 +37,30 @@ def key_of(record: dict[str, Any]) -> Key:
     return record["kind"], record["model"], int(record["step"]), record["dataset"]
 
 
-def _name(stem: str, suffix: str = "json") -> str:
-    return f"{PREFIX}{stem}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.{suffix}"
+_OBJECT = re.compile(r"index/(seg|base)-\d{20}-[0-9a-f]{8}-(?P<digest>[0-9a-f]{16})\.(json|parquet)")
+
+
+def _put(backend: Any, stem: str, suffix: str, data: bytes) -> None:
+    """An index object under a name no other writer uses, ending with its own xxh3 digest: a reader
+    refuses an object whose bytes no longer match its name."""
+    backend.put(f"{PREFIX}{stem}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-{digest(data)}.{suffix}", data)
 
 
 def add(backend: Any, records: list[dict[str, Any]]) -> None:
     """Record cells just written (one new segment)."""
     if records:
         seq = time.time_ns()
-        backend.put(_name("seg"), json.dumps([{**r, "seq": seq} for r in records]).encode())
+        _put(backend, "seg", "json", json.dumps([{**r, "seq": seq} for r in records]).encode())
 
 
 def _names(backend: Any) -> list[str]:
-    return sorted(k for k in backend.list(PREFIX) if k.endswith((".json", ".parquet")) and "/." not in k)
+    """The index's objects (anything else under index/ is no part of it: `strays` names those)."""
+    return sorted(k for k in backend.list(PREFIX) if _OBJECT.fullmatch(k))
+
+
+def strays(backend: Any) -> list[str]:
+    """Objects under index/ that are not index objects (a writer's temporary files excluded)."""
+    return sorted(k for k in backend.list(PREFIX) if not _OBJECT.fullmatch(k) and "/." not in k)
 
 
 def read_frame(backend: Any) -> pd.DataFrame:
@@ -119,14 +132,28 @@ def read(backend: Any) -> Records:
 
 
 def _parse(name: str, blob: bytes) -> pd.DataFrame | list[dict[str, Any]]:
-    """A base (a frame) or a segment (its records)."""
+    """A base (a frame) or a segment (its records). Raises StoreError for an object whose bytes are not
+    the ones its name records, or that does not read as what it should be."""
+    if digest(blob) != _OBJECT.fullmatch(name).group("digest"):
+        raise StoreError(f"{name} in the cube's index changed since it was written; `redundancy check "
+                         "--repair STORE` rebuilds the index from the cells")
     try:
         if name.endswith(".parquet"):
-            return pd.read_parquet(io.BytesIO(blob))
-        return json.loads(blob)
-    except (ValueError, OSError):
+            frame = pd.read_parquet(io.BytesIO(blob))
+            if not set(COLUMNS) <= set(frame.columns):
+                raise ValueError("columns missing")
+            return frame
+        records = json.loads(blob)
+        if not isinstance(records, list) or \
+                not all(isinstance(r, dict) and _REQUIRED <= set(r) for r in records):
+            raise ValueError("not a list of records")
+        return records
+    except Exception:  # noqa: BLE001 - whatever pyarrow or json raise: the object is unreadable
         raise StoreError(f"{name} in the cube's index is unreadable; `redundancy check --repair STORE` "
                          "rebuilds the index from the cells") from None
+
+
+_REQUIRED = {"kind", "model", "step", "dataset", "complete", "provenance", "arrays", "seq"}
 
 
 def _latest(parts: list[pd.DataFrame | list[dict[str, Any]]]) -> pd.DataFrame:
@@ -173,7 +200,8 @@ def _normalized(frame: pd.DataFrame) -> pd.DataFrame:
 
 def array_names(frame: pd.DataFrame) -> list[str]:
     """The value arrays the records hold, in the order they first appear."""
-    return list(dict.fromkeys(c.split("/")[1] for c in frame.columns if c.startswith("a/") and c.endswith("/meta")))
+    return list(dict.fromkeys(c.split("/")[1] for c in frame.columns
+                              if c.startswith("a/") and c.endswith("/meta")))
 
 
 def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -196,7 +224,7 @@ def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def _write_base(backend: Any, frame: pd.DataFrame) -> None:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    backend.put(_name("base", "parquet"), buffer.getvalue())
+    _put(backend, "base", "parquet", buffer.getvalue())
 
 
 def compact(backend: Any, force: bool = False) -> bool:

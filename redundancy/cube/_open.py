@@ -91,6 +91,9 @@ def _from_index(store: CubeStore) -> tuple[xr.Dataset, xr.Dataset | None]:
     frame = store.records(refresh=True).frame
     cells = frame[frame["kind"] == "cells"]
     if not len(cells):
+        if store.backend.children("cells"):
+            raise StoreError(f"{store.path} holds cells but its index records none; `redundancy check "
+                             f"--repair {store.path}` rebuilds the index from the cells")
         raise StoreError(f"{store.path} holds no scores yet")
     models, i = np.unique(cells["model"].to_numpy(dtype=object), return_inverse=True)
     datasets, k = np.unique(cells["dataset"].to_numpy(dtype=object), return_inverse=True)
@@ -174,7 +177,7 @@ def _read_block(backend: Any, metric: str, js: np.ndarray, prefixes: np.ndarray,
             values = read_chunk(array, blobs[2 * n], blobs[2 * n + 1], f"{prefix}/{metric}")
         except CellChanged as exc:
             raise StoreError(f"{backend.url}/{exc}: the cell is not what was written; `redundancy check "
-                             f"--repair {backend.url}` sets it aside, then score again") from None
+                             f"--repair {backend.url}` removes it, then score again") from None
         out[0, 0, js[n], :values.shape[0], :, :values.shape[2]] = values
     return out
 

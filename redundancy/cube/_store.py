@@ -151,7 +151,7 @@ class CubeStore:
     def missing(self, model: str, step: int, datasets: list[str], source: str = "",
                 log: Callable[[str], None] = lambda msg: None) -> list[str]:
         """The datasets of (model, step) still to score: absent cells, and damaged ones (reported and
-        set aside). A sound cell the index lacks (its writer was killed between the two) is recorded.
+        removed). A sound cell the index lacks (its writer was killed between the two) is recorded.
         Cells scored from other weights (`source`) are refused: another model, same name."""
         out = []
         for d in datasets:
@@ -219,8 +219,13 @@ class CubeStore:
                 or prefix != self.prefix(*labels[1:3], labels[3], labels[0]):
             return f"holds {labels[1]} step {labels[2]} {labels[3]} (copied or renamed here)"
         files = {k: v[0] for k, v in complete["files"].items()}
+        listing = listing if listing is not None else self.backend.list(prefix + "/")
         if what := _sizes_differ(self.backend, prefix, files, listing):
             return what
+        extra = sorted(k[len(prefix) + 1:] for k in listing
+                       if k[len(prefix) + 1:] not in files and k[len(prefix) + 1:] not in (COMPLETE, CLAIM))
+        if extra:
+            return f"holds {extra[0]}, which was not written with it"
         recorded = self.records().complete_digest(labels)
         if recorded is not None and recorded != digest(blob):
             if (recorded := self.records(refresh=True).complete_digest(labels)) and recorded != digest(blob):
@@ -269,7 +274,7 @@ class CubeStore:
                 if name not in files or digest(files[name]) != want:
                     what = "is missing" if name not in files else "changed since it was written"
                     raise StoreError(f"{self.path}/{prefix}: {name} {what}"
-                                     f"; `redundancy check --repair {self.path}` sets it aside, "
+                                     f"; `redundancy check --repair {self.path}` removes it, "
                                      "then score again")
         return decode(files)
 
@@ -303,7 +308,7 @@ class CubeStore:
         if self.format() == 1:
             counts = self.repair(log=log)
             log(f"{self.path}: converted to cube format 2 (checksums and an index): {counts['converted']} "
-                f"cells converted, every value kept; {counts['set aside']} damaged set aside")
+                f"cells converted, every value kept; {counts['removed']} damaged removed")
         self.adopt(log)
 
     def compact(self) -> None:
@@ -363,7 +368,10 @@ class CubeStore:
             if any(p.startswith(".") for p in parts[1:4]):
                 continue  # a writer's temporary or set-aside folder: `clean_partial` removes those
             if len(parts) < 5 or not re.fullmatch(r"step-\d{12}", parts[3]):
-                out.add("/".join(parts[:min(len(parts) - 1, 4)]) or key)
+                out.add(key if len(parts) <= 4 else "/".join(parts[:4]))  # a stray file, or a folder
+        cells = {"/".join(p.split("/")[:3]) for p in self._listed(kind, listing)}
+        folders = {"/".join(p.split("/")[:3]) for p in out if len(p.split("/")) >= 4}
+        out = {p for p in out if "/".join(p.split("/")[:3]) in cells} | (folders - cells)  # whole folder
         return [p for p in sorted(out) if not any(p.startswith(q + "/") for q in out)]  # the outermost
 
     def cell_paths(self, kind: str = "cells") -> list[Path]:
@@ -400,18 +408,19 @@ class CubeStore:
     # --- format 1 -> 2 and repairs --------------------------------------------------------------------
 
     def repair(self, log: Callable[[str], None] = print) -> dict[str, int]:
-        """Convert a format-1 cube to format 2, set damaged cells aside (the next score rescores them),
+        """Convert a format-1 cube to format 2, remove damaged cells (the next score rescores them),
         record unindexed sound cells, and rebuild the index from the cells. Every sound value is kept:
         each converted cell is read back and compared before it replaces the old one. Returns counts."""
-        counts = {"converted": 0, "set aside": 0, "recorded": 0, "kept": 0}
+        counts = {"converted": 0, "removed": 0, "kept": 0}
         old = self.format() == 1
+        self._records = _index.Records(_index.to_frame([]))  # rebuilt from the cells: the old one unread
         records = []
         for kind in KINDS:
             for prefix in self._listed(kind):
                 if what := self.damage(prefix, full=True):
-                    log(f"{prefix}: {what}; set aside (the next score rescores it)")
+                    log(f"{prefix}: {what}; removed (the next score rescores it)")
                     self.discard(prefix)
-                    counts["set aside"] += 1
+                    counts["removed"] += 1
                     continue
                 complete = json.loads(self.backend.get(f"{prefix}/{COMPLETE}") or b"{}")
                 if complete.get("format") == CELL_FORMAT:
@@ -450,7 +459,8 @@ def _provenance_keys(cell: xr.Dataset) -> list[str]:
     return [k for k in PROVENANCE if k in cell]
 
 
-def _sizes_differ(backend: Any, prefix: str, sizes: dict[str, int], listing: dict[str, int] | None = None) -> str:
+def _sizes_differ(backend: Any, prefix: str, sizes: dict[str, int],
+                  listing: dict[str, int] | None = None) -> str:
     listed = listing if listing is not None else backend.list(prefix + "/")
     for name, size in sizes.items():
         got = listed.get(f"{prefix}/{name}")
