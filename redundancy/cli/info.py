@@ -62,7 +62,9 @@ def check(store: str = typer.Argument(..., help="a cube (folder or s3://... URL)
         console.print(f"damaged (the next run rescores it): {line}", markup=False)
     for line in report.foreign:
         console.print(f"foreign: {line}", markup=False)
-    console.print(f"{store}: {report.sound} cells sound, {len(report.damaged)} damaged", markup=False)
+    foreign = f", {len(report.foreign)} objects that are no cell" if report.foreign else ""
+    console.print(f"{store}: {report.sound} cells sound, {len(report.damaged)} damaged{foreign}",
+                  markup=False)
     if report.damaged or report.foreign:
         raise typer.Exit(1)
 
