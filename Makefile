@@ -21,13 +21,18 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
+# two pytest-xdist workers (CI has 2 cores); tests marked xdist_group (tests/conftest.py: the demo and
+# what reads it, the Ray tests) stay together on one worker
+WORKERS ?= 2
+XDIST = -n $(WORKERS) --dist loadgroup
+
 # the whole suite, lint first
 test: lint
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q --durations=10 $(XDIST)
 
 # everything but the tests marked slow (training, quantizing, lm-eval, subprocesses)
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" --durations=5
+	$(PY) -m pytest -q -m "not slow" --durations=5 $(XDIST)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/score_overhead.py

@@ -19,8 +19,17 @@ from _models import tiny_model
 # No test reaches the real hub: hub tests point the client at tests/_fakehub.py. This variable is
 # set after huggingface_hub was imported (via _models), so it reaches subprocesses and our own
 # offline checks (calibration), not the already-imported client's constants.
+_OFFLINE_SET_HERE = "HF_HUB_OFFLINE" not in os.environ
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config, specs):
+    """pytest-xdist's workers start with this process's environment: without the HF_HUB_OFFLINE set
+    above, so that each imports the hub client as a plain run does (and then sets it, as above)."""
+    if _OFFLINE_SET_HERE:
+        os.environ.pop("HF_HUB_OFFLINE", None)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two pytest-xdist workers on two cores: one torch thread each (and in each of
@@ -29,19 +38,51 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-# tests that start a local Ray cluster run one after another on one worker (a cluster each at once
-# would share the two cores and Ray's ports); tests/test_ray.py is grouped whole, its module-scoped
-# cluster started once
+# Groups of tests that one pytest-xdist worker runs, one after another (`make test`: --dist loadgroup):
+# the demo and every test that reads it (built once; a second worker would wait for it, idle), and
+# the tests that start a local Ray cluster (a cluster each at once would share the two cores and Ray's
+# ports; tests/test_ray.py's module-scoped cluster is started once).
 RAY_TESTS = ("tests/test_ray.py::", "tests/test_crawl.py::test_crawl_on_ray_workers_equals_the_local_crawl")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
+def xdist_group(item) -> str | None:
+    if "demo_dir" in item.fixturenames:
+        return "demo"
+    if item.nodeid.startswith(RAY_TESTS):
+        return "ray"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if "demo_dir" in item.fixturenames:  # one worker runs the demo and every test that reads it
-            item.add_marker(pytest.mark.xdist_group("demo"))
-        elif item.nodeid.startswith(RAY_TESTS):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+    """Each worker writes its tests' groups beside its temporary folder, for the scheduler below (the
+    xdist_group mark cannot carry them: pytest-xdist 3.8 renames the test ids that pytest 9 no longer
+    reads from the attribute it sets)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        groups = {item.nodeid: g for item in items if (g := xdist_group(item))}
+        folder = config._tmp_path_factory.getbasetemp().parent
+        (folder / f"xdist-groups-{worker}.json").write_text(json.dumps(groups))
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup with the groups of xdist_group(): each group is one unit of work, sent whole
+    to one worker, the larger first (the demo's, then the Ray tests'); every other test is its own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class GroupScheduling(LoadGroupScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # read once every worker has collected (schedule() runs then)
+                folder = config._tmp_path_factory.getbasetemp()
+                self.groups = {k: v for f in sorted(folder.glob("xdist-groups-*.json"))
+                               for k, v in json.loads(f.read_text()).items()}
+            return self.groups.get(nodeid) or super()._split_scope(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 def make_tokenizer(vocab_size: int = 300):
@@ -134,9 +175,9 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
 # (tests/test_builtin_series.py: deterministic), so the tests keep the demo's trained series between runs
 # in a folder named by their digest, and train again whenever any of them changes.
 REPO = Path(__file__).resolve().parent.parent
-TRAINING_INPUTS = ("redundancy/sources/_tiny.py", "redundancy/sources/_task.py", "redundancy/sources/_suites.py",
-                   "redundancy/calibration/_corpora.py", "redundancy/data/builtin_tiny.yaml",
-                   "redundancy/data/suites.yaml")
+TRAINING_INPUTS = ("redundancy/sources/_tiny.py", "redundancy/sources/_task.py",
+                   "redundancy/sources/_suites.py", "redundancy/calibration/_corpora.py",
+                   "redundancy/data/builtin_tiny.yaml", "redundancy/data/suites.yaml")
 
 
 def trained_series_cache() -> Path:
@@ -165,16 +206,10 @@ def seed_trained_series(cache: Path) -> None:
     from redundancy.sources._suites import SUITES, builtin_suite
     from redundancy.sources._tiny import build_tiny_series
 
-    kept = trained_series_cache()
-    before = os.environ.get("REDUNDANCY_CACHE")
-    os.environ["REDUNDANCY_CACHE"] = str(kept)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the demo's own calls, with the kept cache as root
+        mp.setenv("REDUNDANCY_CACHE", str(trained_series_cache()))
         folders = [build_tiny_series()] + [Path(s.checkpoints[0].path).parent
                                            for s in builtin_suite(SUITES.get("tiny-seeds"))]
-    finally:
-        os.environ["REDUNDANCY_CACHE"] = before if before is not None else ""
-        if before is None:
-            del os.environ["REDUNDANCY_CACHE"]
     for folder in folders:
         shutil.copytree(folder, cache / folder.name)
 
