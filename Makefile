@@ -21,8 +21,8 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# two pytest-xdist workers (CI has 2 cores); tests marked xdist_group (tests/conftest.py: the demo and
-# what reads it, the Ray tests) stay together on one worker
+# two pytest-xdist workers (CI has 2 cores); the groups of tests/conftest.py's xdist_group() (the demo
+# and what reads it, the Ray tests, tests sharing a subprocess-built fixture) each stay on one worker
 WORKERS ?= 2
 XDIST = -n $(WORKERS) --dist loadgroup
 
