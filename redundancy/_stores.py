@@ -37,7 +37,7 @@ def store_kind(path: str | Path) -> str:
     if not p.is_dir():
         return "unknown"
     names = {c.name for c in p.iterdir()}
-    if not names:
+    if all(n.startswith(".") and ".tmp-" in n for n in names):  # nothing, or a first write in progress
         return "empty"
     if "zarr.json" in names and _attributes(p / "zarr.json").get("format") in (CUBE_FORMAT, CUBE_FORMAT_1):
         return "cube"
