@@ -25,7 +25,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 from .._atomic import atomic_dir, atomic_file, is_stale
 from ..errors import OutputError, StoreError
@@ -307,7 +306,3 @@ def _store_error(url: str, key: str, exc: BaseException) -> StoreError:
 def backend_for(location: str | os.PathLike) -> Folder | Bucket:
     """The backend of a store location: an object-store URL, else a local path."""
     return Bucket(location) if is_url(location) else Folder(location)
-
-
-def keys_under(listing: Iterable[str], prefix: str) -> list[str]:
-    return sorted(k for k in listing if k.startswith(prefix))

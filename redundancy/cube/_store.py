@@ -29,7 +29,7 @@ from ..errors import StoreError
 from . import _index
 from ._backend import CLAIM, COMPLETE, backend_for, is_url
 from ._cellio import CELL_FORMAT, decode, digest, encode, make_record
-from ._schema import SETTINGS_KEYS, settings_diff
+from ._schema import PROVENANCE, SETTINGS_KEYS, settings_diff
 
 # zarr lists a group's folder and warns about any file that is not zarr's own: ours are expected
 warnings.filterwarnings("ignore", message=r"Object at \.complete\.json is not recognized")
@@ -455,7 +455,6 @@ _PARTIAL_DIGEST = "files:"
 
 
 def _provenance_keys(cell: xr.Dataset) -> list[str]:
-    from ._schema import PROVENANCE
     return [k for k in PROVENANCE if k in cell]
 
 
