@@ -1,5 +1,6 @@
 """Table 1 as people read it: scores x100, average ± standard error, held-out perplexity, speedup
-with its range ("noise" where it covers 1.0), gamma, KV cache; in the terminal and as Markdown."""
+with its range ("noise" where it covers 1.0, "disturbed" where it exceeds what the plan can give),
+gamma, KV cache; in the terminal and as Markdown."""
 from __future__ import annotations
 
 import math
@@ -10,12 +11,14 @@ from rich.table import Table
 from ..study.results import BASELINE
 
 _NOT_TASKS = ("average", "average_stderr", "pct_of_baseline", "speedup", "speedup_low", "speedup_high",
-              "speedup_noise", "gamma", "kv_cache_bytes", "kind", "n_dropped", "quant", "below")
+              "speedup_noise", "speedup_disturbed", "speedup_bound", "gamma", "kv_cache_bytes", "kind",
+              "n_dropped", "quant", "below")
 
 
 def cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows: scores x100 (one decimal), average ± its standard error, held-out
-    perplexity, speedup with its range ("noise" where the range covers 1.0), gamma, KV cache in MiB."""
+    perplexity, speedup with its range ("noise" where the range covers 1.0, "disturbed" above the
+    plan's bound: no gamma then), gamma, KV cache in MiB."""
     ppl = [c for c in frame.columns if c.startswith("ppl ")]
     tasks = [c for c in frame.columns if c not in _NOT_TASKS and c not in ppl]
     header = ["plan", *tasks, "avg", "% base", *ppl, "speedup", "gamma", "KV MiB"]
@@ -31,8 +34,12 @@ def cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def _speedup(r: pd.Series, plan: str) -> str:
-    """"1.21 (1.15-1.27)"; "noise (0.95-1.08)" where the repeats' range covers 1.0."""
+    """"1.21 (1.15-1.27)"; "noise (0.95-1.08)" where the repeats' range covers 1.0; "disturbed:
+    3.10 > bound 1.29" where the speedup exceeds what the plan can physically give (the timing was
+    disturbed, e.g. by another job: not a result)."""
     value, low, high = (r.get(k, math.nan) for k in ("speedup", "speedup_low", "speedup_high"))
+    if plan != BASELINE and r.get("speedup_disturbed") in (True, 1):
+        return f"disturbed: {value:.2f} > bound {r.get('speedup_bound', math.nan):.2f}"
     if plan == BASELINE or not (isinstance(low, float) and math.isfinite(low)):
         return _fmt(value, 2)
     spread = f"({low:.2f}-{high:.2f})"

@@ -2,13 +2,17 @@
 
 Variables: `score` and `score_stderr` (model, step, plan, task); `perplexity` on held-out windows
 (model, step, plan, dataset); `tokens_per_s`, `seconds` (median), `kv_cache_bytes`,
-`peak_memory_bytes` (model, step, plan) and `seconds_each` (model, step, plan, repeat); what each
+`peak_memory_bytes` (model, step, plan) and `seconds_each` (model, step, plan, repeat); for plans
+timed in pairs with the baseline (speed.paired_speed), `baseline_seconds_each` (the baseline's side of
+each pair) and `speedup_bound` (the most the plan can give, speed.speedup_bound); what each
 plan is, over `plan`: `kind` (baseline, attn, mlp, block, joint, custom), `n_dropped` (modules
 dropped), `quant` (none, awq, gptq).
 `open_results` adds `average` (and `average_stderr`), `pct_of_baseline`, `speedup` with the range
-its repeats allow (`speedup_low`, `speedup_high`; `speedup_noise` where that range covers 1.0) and
-`gamma` (the study's SDR, undefined where nothing is gained or the speedup is noise), each against
-the plan named "baseline".
+its repeats allow (`speedup_low`, `speedup_high`; `speedup_noise` where that range covers 1.0; for
+paired plans the median, lowest and highest per-pair ratio, and `speedup_disturbed` where the median
+exceeds `speedup_bound`: the timing was disturbed, not the plan that fast) and `gamma` (the study's
+SDR, undefined where nothing is gained or the speedup is noise or disturbed), each against the plan
+named "baseline".
 
 Layout: STORE/current -> STORE/v-<seq>-<id>, a zarr group holding every row, with `.manifest.json`
 (the size and sha256 of each of its files, written last). Small, so a write reads the newest whole
@@ -46,7 +50,7 @@ from .._stores import describe, store_kind
 from ..errors import StoreError
 
 BASELINE = "baseline"
-SPEED_VARS = ("tokens_per_s", "seconds", "kv_cache_bytes", "peak_memory_bytes")
+SPEED_VARS = ("tokens_per_s", "seconds", "kv_cache_bytes", "peak_memory_bytes", "speedup_bound")
 ROW = ("model", "step", "plan")
 KIND_ORDER = ("baseline", "block", "mlp", "attn", "joint", "custom")  # the study's Table 1 order
 MANIFEST = ".manifest.json"  # in each version, written last: size and sha256 of every other file
@@ -76,8 +80,9 @@ def _row(model: str, step: int, plan: str, scores: dict[str, float] | None, spee
         ds["perplexity"] = _per(coords, "dataset", perplexity)
     for var in SPEED_VARS if speed else ():
         ds[var] = (ROW, np.full((1, 1, 1), np.nan if speed.get(var) is None else float(speed[var])))
-    if speed and speed.get("seconds_each"):
-        ds["seconds_each"] = _per(coords, "repeat", dict(enumerate(speed["seconds_each"])))
+    for var in ("seconds_each", "baseline_seconds_each"):
+        if speed and speed.get(var):
+            ds[var] = _per(coords, "repeat", dict(enumerate(speed[var])))
     for key, value in meta.items():
         ds[key] = ("plan", np.array([value], dtype=object if isinstance(value, str) else int))
     return ds
@@ -401,28 +406,47 @@ def _derived(ds: xr.Dataset) -> xr.Dataset:
     base = ds.sel(plan=BASELINE)
     if "average" in ds:
         ds["pct_of_baseline"] = 100 * ds["average"] / base["average"]
+    ds = _speedups(ds, base)
+    if "average" in ds and "speedup" in ds:
+        gain = 100 * (ds["speedup"] - 1)  # gamma = (average drop %) / (speedup %): the study's SDR
+        noise = ds["speedup_noise"] if "speedup_noise" in ds else xr.zeros_like(gain, dtype=bool)
+        if "speedup_disturbed" in ds:
+            noise = noise | ds["speedup_disturbed"]
+        real = (gain > 0) & ~noise
+        ds["gamma"] = (100 - ds["pct_of_baseline"]) / gain.where(real)
+    return ds
+
+
+def _speedups(ds: xr.Dataset, base: xr.Dataset) -> xr.Dataset:
+    """Speedup against `base` (the baseline's row) with its range, noise and disturbed flags."""
     if "tokens_per_s" in ds:
         ds["speedup"] = ds["tokens_per_s"] / base["tokens_per_s"]
     if "seconds_each" in ds:  # the range speedup_range gives: slowest against fastest, both ways
         each = ds["seconds_each"]
         ds["speedup_low"] = base["seconds_each"].min("repeat") / each.max("repeat")
         ds["speedup_high"] = base["seconds_each"].max("repeat") / each.min("repeat")
+    if "baseline_seconds_each" in ds:  # paired (speed.paired_speedup): per-pair ratios, same window
+        ratio = ds["baseline_seconds_each"] / ds["seconds_each"]
+        paired = ratio.notnull().any("repeat")
+        ds["speedup"] = ds["speedup"].where(~paired, ratio.median("repeat"))
+        ds["speedup_low"] = ds["speedup_low"].where(~paired, ratio.min("repeat"))
+        ds["speedup_high"] = ds["speedup_high"].where(~paired, ratio.max("repeat"))
+    if "seconds_each" in ds:
         ds["speedup_noise"] = (ds["speedup_low"] <= 1) & (ds["speedup_high"] >= 1)
-    if "average" in ds and "speedup" in ds:
-        gain = 100 * (ds["speedup"] - 1)  # gamma = (average drop %) / (speedup %): the study's SDR
-        noise = ds["speedup_noise"] if "speedup_noise" in ds else xr.zeros_like(gain, dtype=bool)
-        real = (gain > 0) & ~noise
-        ds["gamma"] = (100 - ds["pct_of_baseline"]) / gain.where(real)
+    if "speedup_bound" in ds and "speedup" in ds:  # above what the plan can give: not a result
+        ds["speedup_disturbed"] = ds["speedup"] > ds["speedup_bound"]
     return ds
 
 
 def results_table(ds: xr.Dataset, model: str, step: int, threshold: float = 95.0) -> pd.DataFrame:
     """The study's Table 1 for one (model, step): one row per plan (baseline first, then by kind and
     count), task scores, held-out perplexity per set ("ppl SET"), average, % of baseline, speedup
-    with its range, gamma, KV cache, and `below` (under `threshold` % of the baseline average)."""
+    with its range (`speedup_disturbed` where above the plan's bound), gamma, KV cache, and `below`
+    (under `threshold` % of the baseline average)."""
     row = ds.sel(model=model, step=step)
     cols = [c for c in ("average", "average_stderr", "pct_of_baseline", "speedup", "speedup_low",
-                        "speedup_high", "speedup_noise", "gamma", "kv_cache_bytes") if c in row]
+                        "speedup_high", "speedup_noise", "speedup_disturbed", "speedup_bound", "gamma",
+                        "kv_cache_bytes") if c in row]
     frame = row["score"].to_pandas() if "score" in row else pd.DataFrame(index=row["plan"].values)
     if "perplexity" in row:  # one column per calibration set: "ppl prose"
         frame = frame.join(row["perplexity"].to_pandas().rename(columns=lambda d: f"ppl {d}"))
@@ -431,7 +455,8 @@ def results_table(ds: xr.Dataset, model: str, step: int, threshold: float = 95.0
     for c in ("kind", "n_dropped", "quant"):
         frame[c] = row[c].to_pandas()
     frame["below"] = frame.get("pct_of_baseline", pd.Series(100.0, index=frame.index)) < threshold
-    labels = ("kind", "n_dropped", "quant", "below", "speedup_noise")  # not enough to keep a row
+    labels = ("kind", "n_dropped", "quant", "below", "speedup_noise", "speedup_disturbed",
+              "speedup_bound")  # not enough to keep a row
     frame = frame.dropna(how="all", subset=[c for c in frame.columns if c not in labels])
     frame["n_dropped"] = frame["n_dropped"].astype(int)
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
