@@ -21,14 +21,18 @@ def kill_after(proc: subprocess.Popen, lines: int, extra: float) -> None:
     proc.wait(timeout=30)
 
 
-# python -c WRITER LOCATION FIRST LAST: writes cells FIRST..LAST-1 of model m, dataset x (the same values
-# whichever process writes a step), printing each step once written
+# python -c WRITER LOCATION FIRST LAST [--prepare]: writes cells FIRST..LAST-1 of model m, dataset x (the
+# same values whichever process writes a step), printing each step once written. --prepare: first what a
+# scoring run does on opening its cube (CubeStore.prepare), which records a cell that a killed writer
+# published but did not record (write_cell alone keeps it unrecorded: it was there, so it is not written)
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     from redundancy.cube import CubeStore, make_cell
     url, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     store = CubeStore.open(url, {settings!r})
+    if "--prepare" in sys.argv[4:]:
+        store.prepare()
     for step in range(first, last):
         rng = np.random.default_rng(step * 31 + 1)
         cell = make_cell(rng.random((3, 4, 3, 1)), ["importance"], model="m", step=step, dataset="x",
