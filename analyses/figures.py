@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -105,7 +106,7 @@ def save(fig: plt.Figure, path: Path) -> list[Path]:
     never a truncated one. The folder is marked as figures (`.figures.json`), so that writers of other
     kinds refuse it and figures may be redrawn into it."""
     from redundancy._atomic import atomic_file
-    from redundancy._stores import mark_figures
+    from redundancy._stores import FIGURES_FORMAT, FIGURES_MARKER
 
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
@@ -114,7 +115,9 @@ def save(fig: plt.Figure, path: Path) -> list[Path]:
         fig.savefig(data, format=p.suffix[1:], dpi=150, bbox_inches="tight")
         atomic_file(p, data.getvalue())
     plt.close(fig)
-    mark_figures(path.parent)
+    marker = path.parent / FIGURES_MARKER  # once; the same whoever writes it
+    if not marker.exists():
+        atomic_file(marker, json.dumps(FIGURES_FORMAT))
     return out
 
 

@@ -4,7 +4,7 @@
 core here, 15x blake2b: `python benchmarks/digest_cost.py`), so a tensor changed anywhere in a file
 changes its digest. Hashing 14 GB on every listing of a series would still cost seconds per
 checkpoint, so each digest is kept in `<cache root>/weight-digests.json` (the cache root of
-sources/_tiny.py: $REDUNDANCY_CACHE, else ~/.cache/redundancy; never beside the weights, whose
+_cache.py: $REDUNDANCY_CACHE, else ~/.cache/redundancy; never beside the weights, whose
 folder may be read-only or someone else's input) under the file's resolved path, and reused while
 its (size, mtime_ns, ctime_ns, inode, device) are unchanged.
 
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from ._atomic import atomic_file, locked
+from ._cache import cache_root
 from .errors import OutputError
 
 CACHE_NAME = "weight-digests.json"
@@ -36,10 +37,8 @@ LOCK_TIMEOUT_S = 10  # a cache is an optimization: skip it rather than wait long
 
 
 def cache_path() -> Path:
-    """Where the digests are kept; the same root as sources/_tiny.cache_root (not imported from
-    there: that module imports torch, and listing a local series should not)."""
-    root = Path(os.environ.get("REDUNDANCY_CACHE", Path.home() / ".cache" / "redundancy"))
-    return root / CACHE_NAME
+    """Where the digests are kept: under the toolkit's cache root (_cache.py)."""
+    return cache_root() / CACHE_NAME
 
 
 def hash_file(path: Path, chunk: int = CHUNK) -> str:

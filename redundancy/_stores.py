@@ -17,7 +17,8 @@ from pathlib import Path
 CUBE_FORMAT = "redundancy-cube/2"  # the cube's root attribute `format` (cube/_store.py)
 # cubes written before format 2: still read, converted by `check --repair`
 CUBE_FORMAT_1 = "redundancy-cube/1"
-FIGURES_MARKER = ".figures.json"  # in every folder analyses.save writes into
+FIGURES_MARKER = ".figures.json"  # in every folder analyses.save writes into, holding FIGURES_FORMAT
+FIGURES_FORMAT = {"format": "redundancy-figures/1"}
 _FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 _STUDY_ENTRIES = {"results.zarr", "results.zarr.lock", "models", "table.csv", "table.md", "figures"}
 _WORDS = {
@@ -108,12 +109,3 @@ def _only_figures(p: Path, names: set[str]) -> bool:
     """Figures written before the marker existed: a folder of nothing but PNG, PDF and SVG files."""
     visible = [p / n for n in names if not n.startswith(".")]
     return bool(visible) and all(f.suffix in _FIGURE_SUFFIXES and f.is_file() for f in visible)
-
-
-def mark_figures(folder: str | Path) -> None:
-    """Mark `folder` as a figures folder (once; the marker is the same whoever writes it)."""
-    from ._atomic import atomic_file
-
-    marker = Path(folder) / FIGURES_MARKER
-    if not marker.exists():
-        atomic_file(marker, json.dumps({"format": "redundancy-figures/1"}))

@@ -68,13 +68,13 @@ def _fetcher(hub_args: dict | None, fetch_args: dict[str, Any]):
 
 def _report(serieses: list) -> None:
     """What each hub selection holds, and every integrity flag, before anything is downloaded."""
-    from ..sources._crawl import report
+    from .info import flag_report
 
     for series in serieses:
         dups = sum(c.duplicate_of is not None for c in series.checkpoints)
         console.print(f"{series.model}: {len(series.checkpoints)} checkpoints selected "
                       f"({dups} byte-identical to another)")
-        for line in report(series.checkpoints):
+        for line in flag_report(series.checkpoints):
             console.print(line)
 
 

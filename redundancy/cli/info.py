@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from . import _options as o
 from ._app import command
 from ._console import console, print_table
+
+if TYPE_CHECKING:
+    from ..sources import Checkpoint
 
 
 @command("list")
@@ -23,12 +26,44 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
     duplicates, partial duplicates, steps identical to the final, config drift, missing tokenizers.
     Downloads no weights."""
     from ..sources import open_series
-    from ..sources._crawl import table
 
     series = open_series(f"hub:{repo}", **o.hub_args(preset, pattern, tokens_per_step, every, steps, max_n,
                                                        token, endpoint, stages))
-    for line in table(series.checkpoints):
+    for line in listing(series.checkpoints):
         typer.echo(line)
+
+
+def flag_text(c: Checkpoint) -> str:
+    """Every integrity flag of one checkpoint, for people ("" when none)."""
+    parts = []
+    if c.identical_to_final:
+        parts.append("identical to the final step (a wrong upload?): copied, left out of dynamics")
+    elif c.duplicate_of is not None:
+        parts.append(f"duplicate of step {c.duplicate_of}")
+    if c.partial_duplicate_of:
+        steps = ", ".join(map(str, c.partial_duplicate_of))
+        parts.append(f"shares {', '.join(c.shared_files)} with step {steps}")
+    if c.config_drift:
+        parts.append(f"config drift: {c.config_drift}")
+    if not c.has_tokenizer and c.format == "hf":
+        parts.append(f"no tokenizer: uses {c.tokenizer_from}'s" if c.tokenizer_from
+                     else "no tokenizer in the series")
+    return "; ".join(parts)
+
+
+def listing(ckpts: list[Checkpoint]) -> list[str]:
+    """Lines for `redundancy list`: step, tokens (billions), revision, commit, download size (MB), flags."""
+    rows = [f"{'step':>9} {'tokens':>10} {'revision':<34} {'commit':<10} {'download':>10}  flags"]
+    for c in ckpts:
+        tokens = "-" if c.tokens is None else f"{c.tokens / 1e9:.4g}B"
+        rows.append(f"{c.step:>9} {tokens:>10} {c.revision:<34} {(c.commit or '')[:8]:<10} "
+                    f"{c.download_bytes / 1e6:>8.1f}MB  {flag_text(c)}".rstrip())
+    return rows
+
+
+def flag_report(ckpts: list[Checkpoint]) -> list[str]:
+    """One line per flagged checkpoint, printed before anything is scored."""
+    return [f"step {c.step} ({c.revision}): {text}" for c in ckpts if (text := flag_text(c))]
 
 
 @command()

@@ -75,7 +75,7 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
     from .._device import check_device
     from ..drop import load_any
     from ..sources import read_step
-    from ..sources._load import load_tokenizer
+    from .._load import load_tokenizer
     from ..study import evaluate_with_stderr, write_results
     from ..study.results import check_results_out
     from ._console import console

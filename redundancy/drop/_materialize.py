@@ -99,7 +99,7 @@ def materialize(src: str | Path, plan: DropPlan, out: str | Path, overwrite: boo
         DropError, UnsupportedFamilyError: from `check_plan`, before any weight is read.
         OutputError: `out` is `src`, inside it, or exists without `overwrite`.
     """
-    from ..sources._load import load_model, load_tokenizer
+    from .._load import load_model, load_tokenizer
 
     out = check_output(out, [src], overwrite, kind="dropped")
     check_plan(src, plan)
@@ -198,5 +198,5 @@ def load_any(path: str | Path, **kwargs) -> nn.Module:
     raw = json.loads(config.read_text())
     if raw.get("drop_attn_list") or raw.get("drop_mlp_list") or raw.get("model_type") == MODEL_TYPE:
         return load_dropped(path, **kwargs).eval()
-    from ..sources._load import load_model
+    from .._load import load_model
     return load_model(path, **kwargs)

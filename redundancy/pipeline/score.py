@@ -16,14 +16,14 @@ from ..cube import CubeStore, make_cell
 from ..errors import CalibrationError, StoreError
 from ..scoring import METRICS, Scorer, score_layerwise
 from ..sources import Checkpoint, Series
-from ..sources._load import check_token_ids, load_tokenizer
+from .._load import check_token_ids, load_tokenizer
 from .settings import DTYPES, Events, Fetcher, ScoreSettings
 
 
 def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
     """(model, tokenizer) of one checkpoint, in eval mode on `device`; weights that do not match
     the config, unreadable files and refused pickles are one SeriesError."""
-    from ..sources._load import load_model, load_tokenizer
+    from .._load import load_model, load_tokenizer
 
     label = f"step {ckpt.step} ({ckpt.path})"
     check_folder_text_only(ckpt.path, label)  # before the weights: scoring reads the family table

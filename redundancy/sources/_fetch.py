@@ -6,6 +6,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from .._cache import cache_root
 from ..errors import SeriesError
 from ._checkpoint import Checkpoint
 from ._hub import TOKENIZER_PATTERNS, _hub_error, wanted
@@ -56,7 +57,6 @@ class HubFetcher:
         return self._download(ckpt.repo, commit, subfolder, TOKENIZER_PATTERNS)
 
     def _converted(self, ckpt: Checkpoint) -> Path:
-        from ._tiny import cache_root
         return cache_root() / "converted" / ckpt.repo.replace("/", "--") / (ckpt.subfolder or ckpt.revision)
 
     def _cache(self) -> Path:

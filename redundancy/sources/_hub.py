@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .._atomic import atomic_file
+from .._cache import cache_root
 from ..errors import SeriesError
 from ._checkpoint import Checkpoint, hashes_digest
 from ._integrity import TOKENIZER_FILES, config_drift, mark_duplicates, mark_tokenizers
 from ._presets import Preset
 from ._stages import sequence
-from ._tiny import cache_root
 
 WEIGHTS = (".safetensors", ".bin", ".pt")
 # what scoring needs from an HF checkpoint: weights, config, tokenizer; never optimizer state

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .._atomic import atomic_dir, locked
+from .._cache import cache_root
 from .._data import load_yaml
 from ..calibration import _corpora
 from ._task import task_documents
@@ -25,10 +25,6 @@ EOS = "<|endoftext|>"
 
 def default_recipe() -> dict[str, Any]:
     return load_yaml("builtin_tiny.yaml")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("REDUNDANCY_CACHE", Path.home() / ".cache" / "redundancy"))
 
 
 def series_dir(recipe: dict[str, Any], cache: Path | None = None) -> Path:

@@ -136,7 +136,7 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     from ..calibration import calibration_tokens
     from ..drop import load_any
     from ..drop._materialize import save_dropped
-    from ..sources._load import load_tokenizer
+    from .._load import load_tokenizer
 
     src, out = Path(src), check_output(out, [src], overwrite, kind="quantized")
     model, tokenizer = load_any(src), load_tokenizer(src)

@@ -11,8 +11,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from .._config import text_config
-from ..errors import SeriesError, one_line
+from ._config import text_config
+from .errors import SeriesError, one_line
 
 
 def load_model(path: str | Path, label: str = "", **kwargs: Any):
