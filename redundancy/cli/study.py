@@ -73,9 +73,9 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
     """Evaluate with lm-eval in memory: the study's tasks (paper), the built-in ones, or any names.
     Scores print with lm-eval's standard errors; --out stores both."""
     from .._device import check_device
+    from .._load import load_tokenizer
     from ..drop import load_any
     from ..sources import read_step
-    from .._load import load_tokenizer
     from ..study import evaluate_with_stderr, write_results
     from ..study.results import check_results_out
     from ._console import console

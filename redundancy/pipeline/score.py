@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from .._config import check_folder_text_only, check_text_only, max_positions
+from .._load import check_token_ids, load_tokenizer
 from ..calibration import calibration_tokens
 from ..cube import CubeStore, make_cell
 from ..errors import CalibrationError, StoreError
 from ..scoring import METRICS, Scorer, score_layerwise
 from ..sources import Checkpoint, Series
-from .._load import check_token_ids, load_tokenizer
 from .settings import DTYPES, Events, Fetcher, ScoreSettings
 
 
