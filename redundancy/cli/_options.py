@@ -163,20 +163,22 @@ def modules() -> tuple[str, ...]:
     return MODULES
 
 
-def kinds() -> tuple[str, ...]:
-    """What a drop plan removes: attn, mlp, block (layers) or joint (attention and MLP mixed)."""
-    return ("attn", "mlp", "block", "joint")
+def kinds() -> list[str]:
+    """What a drop plan removes (drop.PLAN_KINDS): attn, mlp, block (layers) or joint."""
+    from ..drop._plan import PLAN_KINDS
+    return PLAN_KINDS.names()
 
 
-def quant_methods() -> tuple[str, ...]:
-    from ..study.quantize import METHODS
-    return METHODS
+def quant_methods() -> list[str]:
+    """The quantization methods (study.quantize.QUANTIZERS)."""
+    from ..study.quantize import QUANTIZERS
+    return QUANTIZERS.names()
 
 
 def eval_presets() -> list[str]:
-    """The evaluation presets (data/tasks/presets.yaml), and '' for none."""
-    from .._data import load_yaml
-    return ["", *load_yaml("tasks/presets.yaml")]
+    """The evaluation presets (study.evaluate.EVAL_PRESETS, from data/tasks/presets.yaml), and '' for none."""
+    from ..study.evaluate import EVAL_PRESETS
+    return ["", *EVAL_PRESETS.names()]
 
 
 # ---- options -------------------------------------------------------------------------------------

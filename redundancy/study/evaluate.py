@@ -3,23 +3,36 @@ from __future__ import annotations
 
 from collections import defaultdict
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from torch import nn
 
 from .._data import DATA_DIR, load_yaml
+from .._registry import Registry
 from ..errors import NotFoundError, RedundancyError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 TASKS_DIR = DATA_DIR / "tasks"
 
 
+def _eval_presets() -> Registry[dict[str, dict[str, Any]]]:
+    presets: Registry[dict[str, dict[str, Any]]] = Registry("evaluation preset")
+    for name, tasks in load_yaml("tasks/presets.yaml").items():
+        presets.register(name, tasks)
+    return presets
+
+
+# The evaluation presets (the CLI's --preset / --eval choices): name -> task -> {shots, metric}, read
+# from redundancy/data/tasks/presets.yaml.
+EVAL_PRESETS = _eval_presets()
+
+
 def preset_tasks(preset: str) -> dict[str, dict[str, Any]]:
-    """task -> {shots, metric} for a preset in redundancy/data/tasks/presets.yaml."""
-    presets = load_yaml("tasks/presets.yaml")
-    if preset not in presets:
-        raise NotFoundError(f"unknown evaluation preset {preset!r}; known: {', '.join(presets)}")
-    return presets[preset]
+    """task -> {shots, metric} for a preset in redundancy/data/tasks/presets.yaml (a copy: the
+    caller may add to it). Raises NotFoundError for an unknown preset (with the closest name)."""
+    return {task: dict(spec) for task, spec in EVAL_PRESETS.get(preset).items()}
 
 
 def _local_config(task: str) -> dict | None:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from .._atomic import atomic_dir, check_output
 from .._config import check_text_only
+from .._registry import Registry
 from ..errors import RedundancyError
 from ..families import family_for
 
-METHODS = ("awq", "gptq")
 # llmcompressor's AWQ registry has no entry for these; the pairs are the same as its OLMo and
 # default ones. GPT-NeoX: only norm -> first projection (its MLP has GELU between the projections).
 _EXTRA_AWQ = {
@@ -84,21 +85,45 @@ def _has_weight(module: nn.Module) -> bool:
     return isinstance(getattr(module, "weight", None), torch.Tensor)
 
 
-def recipe(model: nn.Module, method: str, group_size: int, n_grid: int = 20) -> list:
-    """The llmcompressor modifiers for W4A16 with `group_size` (symmetric for GPTQ, asymmetric for AWQ)."""
-    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+@dataclass(frozen=True)
+class Quantizer:
+    """One W4A16 method: whether its 4-bit grid is symmetric, and `modifiers(model, groups, n_grid)`,
+    the llmcompressor modifiers that quantize `model` with the weight scheme `groups`."""
 
-    if method not in METHODS:
-        raise RedundancyError(f"unknown quantization method {method!r}; use one of {', '.join(METHODS)}")
-    weights = QuantizationArgs(num_bits=4, type="int", strategy="group", group_size=group_size,
-                               symmetric=method == "gptq")
-    groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
-    if method == "gptq":
-        return [GPTQModifier(config_groups=groups, ignore=["lm_head"])]
+    description: str
+    symmetric: bool
+    modifiers: Callable[[nn.Module, dict[str, Any], int], list]
+
+
+def _gptq(model: nn.Module, groups: dict[str, Any], n_grid: int) -> list:
+    from llmcompressor.modifiers.quantization import GPTQModifier
+    return [GPTQModifier(config_groups=groups, ignore=["lm_head"])]
+
+
+def _awq(model: nn.Module, groups: dict[str, Any], n_grid: int) -> list:
+    from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
     return [AWQModifier(mappings=awq_mappings(model), n_grid=n_grid),
             QuantizationModifier(config_groups=groups, ignore=["lm_head"])]
+
+
+# The quantization methods (the CLI's --quant / --method choices).
+QUANTIZERS: Registry[Quantizer] = Registry("quantization method")
+QUANTIZERS.register("awq", Quantizer("AWQ: activation-aware scales per norm -> projection pair, then "
+                                     "round to nearest (asymmetric)", False, _awq))
+QUANTIZERS.register("gptq", Quantizer("GPTQ: second-order error compensation (symmetric)", True, _gptq))
+METHODS = tuple(QUANTIZERS.names())  # the registry's names, for callers that want a tuple
+
+
+def recipe(model: nn.Module, method: str, group_size: int, n_grid: int = 20) -> list:
+    """The llmcompressor modifiers for W4A16 with `group_size` weights per scale, for QUANTIZERS'
+    `method`. Raises NotFoundError for an unknown method (with the closest name)."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+
+    how = QUANTIZERS.get(method)
+    weights = QuantizationArgs(num_bits=4, type="int", strategy="group", group_size=group_size,
+                               symmetric=how.symmetric)
+    return how.modifiers(model, {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}, n_grid)
 
 
 @contextmanager
@@ -133,10 +158,10 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     from datasets import Dataset
     from llmcompressor import oneshot
 
+    from .._load import load_tokenizer
     from ..calibration import calibration_tokens
     from ..drop import load_any
     from ..drop._materialize import save_dropped
-    from .._load import load_tokenizer
 
     src, out = Path(src), check_output(out, [src], overwrite, kind="quantized")
     model, tokenizer = load_any(src), load_tokenizer(src)
