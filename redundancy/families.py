@@ -47,9 +47,10 @@ MODULES: tuple[str, ...] = ("block", "attn", "mlp")
 __all__ = ["Family", "FAMILIES", "MODULES", "family_for", "table_rows"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Family:
-    """Where the parts of one decoder family live. Paths are attribute paths (dots allowed)."""
+    """Where the parts of one decoder family live. Paths are attribute paths (dots allowed); every
+    field is given by name."""
 
     model_type: str
     layers: str  # from the *ForCausalLM model to the ModuleList of decoder layers
@@ -79,21 +80,25 @@ class Family:
 _FUSED = "experts fused on load"  # transformers converts the per-expert tensors on disk when loading
 
 
+# the trunk of the decoders under `model.` (llama and most others)
+_MODEL = dict(layers="model.layers", attn="self_attn", mlp="mlp", final_norm="model.norm",
+              embed="model.embed_tokens", residual="sequential")
+
+
 def _pre_norm(model_type: str, **kw: Any) -> Family:
-    return Family(model_type, "model.layers", "self_attn", "mlp", "self_attn", "mlp",
-                  "post_attention_layernorm", "sequential", "model.norm", "model.embed_tokens", **kw)
+    return Family(model_type=model_type, **_MODEL, attn_out="self_attn", mlp_out="mlp",
+                  mid_site="post_attention_layernorm", **kw)
 
 
 def _sandwich(model_type: str) -> Family:
-    return Family(model_type, "model.layers", "self_attn", "mlp", "post_attention_layernorm",
-                  "post_feedforward_layernorm", "pre_feedforward_layernorm", "sequential", "model.norm",
-                  "model.embed_tokens", mlp_norm="pre_feedforward_layernorm")
+    return Family(model_type=model_type, **_MODEL, attn_out="post_attention_layernorm",
+                  mlp_out="post_feedforward_layernorm", mid_site="pre_feedforward_layernorm",
+                  mlp_norm="pre_feedforward_layernorm")
 
 
 def _post_norm(model_type: str) -> Family:
-    return Family(model_type, "model.layers", "self_attn", "mlp", "post_attention_layernorm",
-                  "post_feedforward_layernorm", "mlp", "sequential", "model.norm", "model.embed_tokens",
-                  attn_norm=None, mlp_norm=None)
+    return Family(model_type=model_type, **_MODEL, attn_out="post_attention_layernorm",
+                  mlp_out="post_feedforward_layernorm", mid_site="mlp", attn_norm=None, mlp_norm=None)
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in [
@@ -103,20 +108,24 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     _pre_norm("granite", scale="residual_multiplier", embed_scale="embedding_multiplier"),
     _sandwich("gemma2"), _sandwich("gemma3_text"),
     _post_norm("olmo2"), _post_norm("olmo3"),
-    Family("gpt_neox", "gpt_neox.layers", "attention", "mlp", "attention", "mlp", None, "parallel",
-           "gpt_neox.final_layer_norm", "gpt_neox.embed_in"),
+    Family(model_type="gpt_neox", layers="gpt_neox.layers", attn="attention", mlp="mlp", attn_out="attention",
+           mlp_out="mlp", mid_site=None, residual="parallel", final_norm="gpt_neox.final_layer_norm",
+           embed="gpt_neox.embed_in"),
     # BLOOM's attention and MLP add the residual themselves: their contributions are read off the
     # last linear of each (transformers/models/bloom/modeling_bloom.py BloomAttention, BloomMLP)
-    Family("bloom", "transformer.h", "self_attention", "mlp", "self_attention.dense", "mlp.dense_4h_to_h",
-           "post_attention_layernorm", "sequential", "transformer.ln_f", "transformer.word_embeddings",
+    Family(model_type="bloom", layers="transformer.h", attn="self_attention", mlp="mlp",
+           attn_out="self_attention.dense", mlp_out="mlp.dense_4h_to_h", mid_site="post_attention_layernorm",
+           residual="sequential", final_norm="transformer.ln_f", embed="transformer.word_embeddings",
            residual_inside=True, layerwise="ALiBi and the embedding LayerNorm"),
     # Falcon-7B: attention and MLP read one shared norm in parallel; the MLP's output gets the
     # attention's added in place (FalconDecoderLayer.forward: mlp_output += attention_output)
-    Family("falcon", "transformer.h", "self_attention", "mlp", "self_attention", "mlp", None, "parallel",
-           "transformer.ln_f", "transformer.word_embeddings", attn_norm=None, mlp_norm=None, clone_out=True,
-           layerwise="rotary or ALiBi built by the model"),
-    Family("gpt2", "transformer.h", "attn", "mlp", "attn", "mlp", "ln_2", "sequential", "transformer.ln_f",
-           "transformer.wte", attn_norm="ln_1", mlp_norm="ln_2",
+    Family(model_type="falcon", layers="transformer.h", attn="self_attention", mlp="mlp",
+           attn_out="self_attention", mlp_out="mlp", mid_site=None, residual="parallel",
+           final_norm="transformer.ln_f", embed="transformer.word_embeddings", attn_norm=None, mlp_norm=None,
+           clone_out=True, layerwise="rotary or ALiBi built by the model"),
+    Family(model_type="gpt2", layers="transformer.h", attn="attn", mlp="mlp", attn_out="attn", mlp_out="mlp",
+           mid_site="ln_2", residual="sequential", final_norm="transformer.ln_f", embed="transformer.wte",
+           attn_norm="ln_1", mlp_norm="ln_2",
            layerwise="learned positions"),  # added to the embedding before the first layer
 ]}
 
