@@ -15,7 +15,7 @@ from redundancy.study.quantize import awq_mappings, check_group_size, quantize
 from redundancy.study.speed import measure_speed
 
 from _models import tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 pytestmark = pytest.mark.slow  # llmcompressor: AWQ and GPTQ calibrate on CPU
 
@@ -72,7 +72,8 @@ def test_group_size_must_divide_widths(dropped):
 
 @pytest.mark.parametrize("method", ["awq", "gptq"])
 def test_quantized_dropped_model_reloads_evaluates_and_times(method, dropped, tmp_path):
-    out = quantize(dropped, tmp_path / method, method, group_size=32, n_samples=8, seq_len=32, n_grid=4)
+    out = quantize(dropped, tmp_path / method, method=method, group_size=32, n_samples=8, seq_len=32,
+                   n_grid=4)
     ref = load_any(dropped)
     config = json.loads((out / "config.json").read_text())  # still the dropped format, now 4-bit
     assert config["model_type"] == "redundancy_dropped" and "quantization_config" in config
@@ -132,7 +133,7 @@ def test_awq_of_every_new_dense_family_reloads_near_the_original(name, tmp_path)
     tiny_model(name, vocab=512, hidden=64).save_pretrained(src)
     make_tokenizer().save_pretrained(src)
     dropped = materialize(src, DropPlan(mlp=(1,)), tmp_path / "dropped")
-    out = quantize(dropped, tmp_path / "awq", "awq", group_size=32, n_samples=4, seq_len=32, n_grid=4)
+    out = quantize(dropped, tmp_path / "awq", method="awq", group_size=32, n_samples=4, seq_len=32, n_grid=4)
     with torch.no_grad():
         got, want = load_any(out)(IDS).logits, load_any(dropped)(IDS).logits
     err = (got - want).norm() / want.norm()
@@ -145,7 +146,7 @@ def test_awq_without_mappings_is_a_clear_error(name, cls, tmp_path):
     tiny_model(name, vocab=512).save_pretrained(tmp_path / "src")
     make_tokenizer().save_pretrained(tmp_path / "src")
     with pytest.raises(RedundancyError, match=f"AWQ has no smoothing pairs for {cls}"):
-        quantize(tmp_path / "src", tmp_path / "awq", "awq", group_size=32, n_samples=4, seq_len=32)
+        quantize(tmp_path / "src", tmp_path / "awq", method="awq", group_size=32, n_samples=4, seq_len=32)
     assert not (tmp_path / "awq").exists()
 
 
@@ -155,5 +156,5 @@ def test_mixture_of_experts_is_refused_before_any_work(name, tmp_path):
     tiny_model(name, vocab=512).save_pretrained(tmp_path / "src")
     make_tokenizer().save_pretrained(tmp_path / "src")
     with pytest.raises(RedundancyError, match="mixture of experts"):
-        quantize(tmp_path / "src", tmp_path / "q", "gptq", group_size=16, n_samples=4, seq_len=32)
+        quantize(tmp_path / "src", tmp_path / "q", method="gptq", group_size=16, n_samples=4, seq_len=32)
     assert not (tmp_path / "q").exists()

@@ -85,8 +85,8 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
         check_results_out(out)
         step = read_step(checkpoint).step if step is None else step  # the step `score local:` files it under
     lm = load_any(checkpoint).to(device)
-    scores, stderr = evaluate_with_stderr(lm, load_tokenizer(checkpoint), preset or None, tasks,
-                                          batch_size, limit)
+    scores, stderr = evaluate_with_stderr(lm, load_tokenizer(checkpoint), preset=preset or None, tasks=tasks,
+                                          batch_size=batch_size, limit=limit)
     for task, value in scores.items():
         console.print(f"{task:<24} {value:.4f} ± {stderr[task]:.4f}")
     if out is not None:
@@ -109,8 +109,8 @@ def quantize(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (d
     from ..study import quantize as quantize_model
     from ._console import console
 
-    path = quantize_model(checkpoint, out, method, group_size, calibration, samples, seq_len,
-                          overwrite=overwrite)
+    path = quantize_model(checkpoint, out, method=method, group_size=group_size, calibration=calibration,
+                          n_samples=samples, seq_len=seq_len, overwrite=overwrite)
     console.print(f"{method.upper()} W4A16 (group size {group_size}) -> {path}")
 
 

@@ -70,7 +70,8 @@ def encode(cell: xr.Dataset, kind: str) -> tuple[dict[str, bytes], dict[str, Any
     complete = {"format": CELL_FORMAT, "kind": kind, "model": model, "step": step, "dataset": dataset,
                 "files": {k: [len(v), digest(v)] for k, v in files.items()}}
     files[COMPLETE] = json.dumps(complete, sort_keys=True).encode()
-    return files, make_record(kind, cell, complete, digest(files[COMPLETE]), provenance)
+    return files, make_record(kind, cell, complete=complete, complete_digest=digest(files[COMPLETE]),
+                              provenance=provenance)
 
 
 _LABELS = ("model", "step", "dataset", "tokens")

@@ -49,7 +49,7 @@ def check_cube(location: str | Path, *, repair: bool = False,
                            for k in _index.strays(store.backend)]
     seen = set()
     for kind in KINDS:
-        _check_kind(store, kind, records, seen, report)
+        _check_kind(store, kind=kind, records=records, seen=seen, report=report)
     for key in sorted((records.keys() if records is not None else set()) - seen, key=str):
         if not any(line.startswith(store.prefix(key[1], key[2], key[3], key[0]) + ":")
                    for line in report.damaged):

@@ -110,7 +110,8 @@ def _from_index(store: CubeStore) -> tuple[xr.Dataset, xr.Dataset | None]:
     data: dict[str, Any] = {}
     for m in metrics:
         data[m] = xr.Variable(dims3 + ("layer", "module", "sample"),
-                              _lazy(store, cells, prefixes, place, m, shape, n_layers, n_samples))
+                              _lazy(store, cells=cells, prefixes=prefixes, place=place, metric=m, shape=shape,
+                                    n_layers=n_layers, n_samples=n_samples))
     for name in PROVENANCE:  # object arrays, NaN where no cell (as concatenating cells gives)
         values = np.full(shape, np.nan, dtype=object)
         column = f"p/{name}"

@@ -336,7 +336,8 @@ class CubeStore:
         complete = json.loads(files[COMPLETE])
         cell = decode(files)
         provenance = {k: str(cell[k].item()) for k in _provenance_keys(cell)}
-        return make_record(complete["kind"], cell, complete, digest(files[COMPLETE]), provenance)
+        return make_record(complete["kind"], cell, complete=complete, complete_digest=digest(files[COMPLETE]),
+                           provenance=provenance)
 
     # --- listing ---------------------------------------------------------------------------------------
 

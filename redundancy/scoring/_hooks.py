@@ -44,7 +44,8 @@ def residual_hooks(model: nn.Module, family: Family, on_layer: LayerCallback) ->
     handles: list[Any] = []
     scale = float(getattr(model.config, family.scale)) if family.scale else None
     for idx, layer in enumerate(decoder_layers(model, family)):
-        handles += _hook_layer(idx, layer, family, on_layer, scale, family.clone_out)
+        handles += _hook_layer(idx, layer, family=family, on_layer=on_layer, scale=scale,
+                               clone=family.clone_out)
     try:
         yield
     finally:

@@ -55,7 +55,7 @@ def score_layerwise(checkpoint: str | Path, tokens: torch.Tensor, batch_size: in
     out = torch.empty(tokens.shape[0], len(layers), len(MODULES), len(scorer.metrics))
     with residual_hooks(model, family, scorer.on_layer), _fp32_matmul_precision():
         for idx, layer in enumerate(layers):
-            materialize(model, layer, shards, f"{family.layers}.{idx}", device)
+            materialize(model, layer, shards=shards, path=f"{family.layers}.{idx}", device=device)
             out[:, idx] = scorer.run(trunk, idx, layer, hidden)
             release(layer)
             _check_finite(out[:, :idx + 1], 0, [m.name for m in scorer.metrics])
@@ -71,7 +71,8 @@ class _Trunk:
         self.model, self.family, self.shards, self.device = model, family, shards, device
         self.rotary = getattr(model.base_model, "rotary_emb", None)
         _check_trunk(model, family, self.rotary)
-        materialize(model, self.rotary, shards, "rotary_emb", device)  # buffers only: small
+        # buffers only: small
+        materialize(model, self.rotary, shards=shards, path="rotary_emb", device=device)
         self._kwargs: dict[tuple[int, str], dict] = {}
 
     @torch.inference_mode()
@@ -79,7 +80,7 @@ class _Trunk:
         """tokens (n, T) -> hidden states entering layer 0, one (B, T, hidden) tensor per batch."""
         module = get_path(self.model, self.family.embed)
         with torch.inference_mode(False):  # loaded weights must not be inference tensors
-            materialize(self.model, module, self.shards, self.family.embed, self.device)
+            materialize(self.model, module, shards=self.shards, path=self.family.embed, device=self.device)
         scale = float(getattr(self.model.config, self.family.embed_scale)) if self.family.embed_scale else 1.0
         starts = range(0, tokens.shape[0], batch_size)
         out = [module(tokens[s:s + batch_size].to(self.device)) for s in starts]

@@ -107,7 +107,7 @@ def read_step(folder: str | Path, preset: str | Preset | None = None, pattern: s
     step, tokens, stage = found
     if tokens is None and tokens_per_step is not None:
         tokens = step * float(tokens_per_step)
-    return StepReading(step, tokens, stage, revision, commit)
+    return StepReading(step, tokens=tokens, stage=stage, revision=revision, commit=commit)
 
 
 def _preset(preset: str | Preset | None, pattern: str | None, tokens_per_step: float | None) -> Preset | None:

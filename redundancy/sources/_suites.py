@@ -45,9 +45,9 @@ def _load() -> Registry[Suite]:
     reg: Registry[Suite] = Registry("suite")
     for name, spec in load_yaml("suites.yaml").items():
         members = tuple(Member(**m) for m in spec.get("members", []))
-        reg.register(name, Suite(name, members, spec.get("preset"), spec.get("builtin"),
-                                 tuple(spec.get("seeds", ())), spec.get("seed_kind", "seed"),
-                                 spec.get("recipe", {})))
+        reg.register(name, Suite(name, members=members, preset=spec.get("preset"),
+                                 builtin=spec.get("builtin"), seeds=tuple(spec.get("seeds", ())),
+                                 seed_kind=spec.get("seed_kind", "seed"), recipe=spec.get("recipe", {})))
     return reg
 
 

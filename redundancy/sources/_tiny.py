@@ -118,7 +118,8 @@ def _train(recipe: dict[str, Any], out: Path, progress: Progress) -> None:
     saves, curve, tokens_per_step = set(recipe["checkpoints"]), [], t["batch_size"] * t["seq_len"]
     for step in range(t["steps"] + 1):
         if step in saves:
-            _save(model, tokenizer, out / f"step-{step:06d}", step, step * tokens_per_step, curve)
+            _save(model, tokenizer, path=out / f"step-{step:06d}", step=step, tokens=step * tokens_per_step,
+                  curve=curve)
         if step == t["steps"]:
             break
         batch = data[step * t["batch_size"]:(step + 1) * t["batch_size"]]

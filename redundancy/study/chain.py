@@ -212,8 +212,8 @@ def _configs(path: Path) -> tuple:
 
 def _quantize(src: Path, dst: Path, method: str, s: StudySettings, overwrite: bool) -> Path:
     from .quantize import quantize
-    return quantize(src, dst, method, group_size=s.group_size, n_samples=s.quant_samples, n_grid=s.n_grid,
-                    overwrite=overwrite)
+    return quantize(src, dst, method=method, group_size=s.group_size, n_samples=s.quant_samples,
+                    n_grid=s.n_grid, overwrite=overwrite)
 
 
 def _once(path: Path, recipe: dict[str, Any], log: Callable[[str], None],
@@ -282,9 +282,11 @@ def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings,
     from .speed import measure_speed
 
     lm, tokenizer = load_any(v.path).to(s.device), AutoTokenizer.from_pretrained(v.path)
-    scores, stderr = evaluate_with_stderr(lm, tokenizer, s.preset, s.tasks, s.eval_batch, s.limit)
-    ppl = heldout_perplexity(lm, tokenizer, s.ppl_sets, s.ppl_samples, s.ppl_seq_len or s.scored[1], s.scored,
-                             s.eval_batch) if s.ppl_sets else None
+    scores, stderr = evaluate_with_stderr(lm, tokenizer, preset=s.preset, tasks=s.tasks,
+                                          batch_size=s.eval_batch, limit=s.limit)
+    ppl = heldout_perplexity(lm, tokenizer, sets=s.ppl_sets, n=s.ppl_samples,
+                             seq_len=s.ppl_seq_len or s.scored[1], scored=s.scored,
+                             batch_size=s.eval_batch) if s.ppl_sets else None
     speed = measure_speed(lm, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats,
                           tokenizer=tokenizer)
     write_results(results, model, step, v.name, scores, speed.to_dict(), kind=v.kind, n_dropped=v.n_dropped,

@@ -46,16 +46,21 @@ def _local_config(task: str) -> dict | None:
     return cfg
 
 
-def evaluate(model: nn.Module, tokenizer: Any, preset: str | None = "builtin", tasks: list[str] | None = None,
-             batch_size: int = 16, limit: int | None = None) -> dict[str, float]:
-    """task -> score (the preset's metric, or acc / the first metric for a bare task name)."""
-    return evaluate_with_stderr(model, tokenizer, preset, tasks, batch_size, limit)[0]
+def evaluate(model: nn.Module, tokenizer: Any, *, preset: str | None = "builtin",
+             tasks: list[str] | None = None, batch_size: int = 16,
+             limit: int | None = None) -> dict[str, float]:
+    """task -> score (the preset's metric, or acc / the first metric for a bare task name).
+    Raises what evaluate_with_stderr raises."""
+    return evaluate_with_stderr(model, tokenizer, preset=preset, tasks=tasks, batch_size=batch_size,
+                                limit=limit)[0]
 
 
-def evaluate_with_stderr(model: nn.Module, tokenizer: Any, preset: str | None = "builtin",
+def evaluate_with_stderr(model: nn.Module, tokenizer: Any, *, preset: str | None = "builtin",
                          tasks: list[str] | None = None, batch_size: int = 16,
                          limit: int | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """(task -> score, task -> lm-eval's standard error of that score; NaN where it reports none)."""
+    """(task -> score, task -> lm-eval's standard error of that score; NaN where it reports none).
+    Raises NotFoundError for an unknown preset or lm-eval task name, RedundancyError when neither a
+    preset nor a task is given."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 

@@ -28,7 +28,7 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, batch_size: int = 8) -> f
     return math.exp(float(window_nll(model, tokens, batch_size).mean()))
 
 
-def heldout_perplexity(model: nn.Module, tokenizer: Any, sets: dict[str, tuple[str, str]], n: int,
+def heldout_perplexity(model: nn.Module, tokenizer: Any, *, sets: dict[str, tuple[str, str]], n: int,
                        seq_len: int, scored: tuple[int, int], batch_size: int = 8) -> dict[str, float]:
     """label -> perplexity on n held-out windows of that set; `sets`: label -> (spec, text_field) and
     `scored` = (n_samples, seq_len) of the scoring run whose windows must be avoided."""
@@ -36,6 +36,6 @@ def heldout_perplexity(model: nn.Module, tokenizer: Any, sets: dict[str, tuple[s
 
     result = {}
     for label, (spec, field) in sets.items():
-        tokens = heldout_tokens(spec, tokenizer, n, seq_len, scored, field).tokens
+        tokens = heldout_tokens(spec, tokenizer, n=n, seq_len=seq_len, scored=scored, text_field=field).tokens
         result[label] = perplexity(model, tokens, batch_size)
     return result

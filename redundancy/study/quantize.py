@@ -145,7 +145,7 @@ def _quiet_cpu_safe(verbose: bool) -> Iterator[None]:
         logger.enable("llmcompressor")
 
 
-def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: int = 128,
+def quantize(src: str | Path, out: str | Path, *, method: str = "awq", group_size: int = 128,
              calibration: str = "prose", n_samples: int = 64, seq_len: int = 128, seed: int = 0,
              n_grid: int = 20, verbose: bool = False, overwrite: bool = False) -> Path:
     """Quantize checkpoint `src` (dropped or not) to 4-bit weights and save it to `out`.
@@ -167,7 +167,8 @@ def quantize(src: str | Path, out: str | Path, method: str = "awq", group_size: 
     model, tokenizer = load_any(src), load_tokenizer(src)
     check_group_size(model, group_size)
     _check_not_fused_experts(model)
-    ids = calibration_tokens(calibration, tokenizer, n_samples, seq_len, seed).tokens  # (n, seq_len)
+    # (n, seq_len)
+    ids = calibration_tokens(calibration, tokenizer, n=n_samples, seq_len=seq_len, seed=seed).tokens
     data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
     dropped = bool(getattr(model.config, "drop_sites", None))
     with _quiet_cpu_safe(verbose), _stock_view(model, tokenizer, dropped):

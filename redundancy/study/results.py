@@ -106,7 +106,8 @@ def write_results(path: str | Path, model: str, step: int, plan: str,
     check_results_out(path)  # before the lock: a refused write creates nothing, not even a lock file
     kind = kind or (BASELINE if plan == BASELINE else "custom")
     meta = dict(kind=kind, n_dropped=n_dropped or 0, quant=quant)
-    new = _objects(_row(model, step, plan, scores, speed, meta, stderr, perplexity, recipe))
+    new = _objects(_row(model, step=step, plan=plan, scores=scores, speed=speed, meta=meta, stderr=stderr,
+                        perplexity=perplexity, recipe=recipe))
     with locked(path):
         _restore_aside(path, log)
         check_results_out(path)  # another process may have put something else there meanwhile
