@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 from typing import Generic, Iterable, Iterator, TypeVar
 
-from .errors import NotFoundError
+from .errors import NotFoundError, RedundancyError
 
 T = TypeVar("T")
 
@@ -34,12 +34,14 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str, item: T) -> T:
+        """Add `item` under `name`; returns it. Raises RedundancyError for a name registered already."""
         if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
+            raise RedundancyError(f"{self.kind} {name!r} is registered twice: give it another name")
         self._items[name] = item
         return item
 
     def get(self, name: str) -> T:
+        """The item registered as `name`. Raises NotFoundError (with the closest name) for any other."""
         try:
             return self._items[name]
         except KeyError:

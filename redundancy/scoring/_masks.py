@@ -7,6 +7,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
+from ..errors import DropError
 from ..families import Family, get_path
 from ._hooks import decoder_layers
 
@@ -23,14 +24,16 @@ def runtime_drop(model: nn.Module, family: Family, attn: Iterable[int] = (),
     """Within the block, layers in `attn` / `mlp` add zero to the residual (a block drop is both).
 
     The module whose output joins the residual (family.attn_out / mlp_out) has its output
-    replaced by zeros, so X + 0 = X exactly, for every residual form in the table.
+    replaced by zeros, so X + 0 = X exactly, for every residual form in the table. Raises DropError
+    for a layer index outside the model (before any hook is placed).
     """
     layers = decoder_layers(model, family)
     handles = []
     for path, idx in [(family.attn_out, sorted(set(attn))), (family.mlp_out, sorted(set(mlp)))]:
         for i in idx:
             if not 0 <= i < len(layers):
-                raise IndexError(f"layer {i} does not exist: the model has {len(layers)} layers")
+                raise DropError(f"layer {i} does not exist: the model has {len(layers)} layers "
+                                f"(0..{len(layers) - 1})")
             handles.append(get_path(layers[i], path).register_forward_hook(_zero_output))
     try:
         yield

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .._data import DATA_DIR
+from .._registry import unknown
+from ..errors import NotFoundError
 
 COLORS = ["red", "blue", "green", "gold", "pink", "teal", "gray", "black"]
 # kind i has colour i % 8 and frequency tier i // 8 (tier 0 the most frequent)
@@ -84,7 +86,8 @@ def task_documents(seed: int = 0) -> Iterator[str]:
 
 
 def task_items(name: str) -> list[dict]:
-    """The lm-eval items of built-in task `name` (one of TASKS); deterministic."""
+    """The lm-eval items of built-in task `name` (one of TASKS); deterministic. Raises NotFoundError for
+    any other name."""
     if name == "builtin_facts":
         choices = [f" {c}." for c in COLORS]
         items = [{"prompt": fact_line(k, n)[0], "choices": choices, "answer": COLORS.index(color(k))}
@@ -99,7 +102,7 @@ def task_items(name: str) -> list[dict]:
             prompt = f"List: {' '.join(words)}. Again:" + "".join(f" {w}" for w in words[:q])
             items.append({"prompt": prompt, "choices": [f" {w}" for w in words], "answer": q})
         return items
-    raise KeyError(f"no built-in task {name!r}; known: {', '.join(TASKS)}")
+    raise NotFoundError(unknown("built-in task", name, TASKS))
 
 
 def task_jsonl(name: str) -> str:
