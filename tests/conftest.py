@@ -1,42 +1,39 @@
-"""Shared fixtures: a local series of tiny random checkpoints with a locally trained tokenizer."""
+"""Fixtures and hooks: a local series of tiny random checkpoints, the demo built once per run, hub
+caches, the offline environment of every test, and the scheduling of `make test`'s two workers. The
+helpers the tests import are in tests/_support.py."""
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
-import traceback
-from itertools import islice
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pytest
 import torch
 
-from _models import tiny_model
+from _support import built_once, seed_trained_series, write_series  # imports huggingface_hub (_models)
 
-# No test reaches the real hub: hub tests point the client at tests/_fakehub.py. This variable is
-# set after huggingface_hub was imported (via _models), so it reaches subprocesses and our own
-# offline checks (calibration), not the already-imported client's constants.
-_OFFLINE_SET_HERE = "HF_HUB_OFFLINE" not in os.environ
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_setupnodes(config, specs):
-    """pytest-xdist's workers start with this process's environment: without the HF_HUB_OFFLINE set
-    above, so that each imports the hub client as a plain run does (and then sets it, as above)."""
-    if _OFFLINE_SET_HERE:
-        os.environ.pop("HF_HUB_OFFLINE", None)
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
     # `make test` runs two pytest-xdist workers on two cores: one torch thread each (and in each of
-    # their subprocesses: the CLI, lm-eval, notebook kernels), instead of two threads each that wait
-    # on one another whenever the other worker holds a core
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    # their subprocesses, through OMP_NUM_THREADS below: the CLI, lm-eval, notebook kernels), instead
+    # of two threads each that wait on one another whenever the other worker holds a core
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_environment():
+    """Every test and fixture of the run, and their subprocesses, run offline: no test reaches the real
+    hub (hub tests point the client at tests/_fakehub.py and lift this in their `env`). Set after
+    huggingface_hub was imported (above), so it reaches subprocesses and our own offline checks
+    (calibration), not the imported client's constants; the process environment is put back as it was
+    when the run ends."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
+        mp.setenv("TOKENIZERS_PARALLELISM", os.environ.get("TOKENIZERS_PARALLELISM", "false"))
+        if WORKER:
+            mp.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+        yield
+
 
 # Groups of tests that one pytest-xdist worker runs, one after another (`make test`: --dist loadgroup):
 # the demo and every test that reads it (built once; a second worker would wait for it, idle), and
@@ -49,7 +46,7 @@ MODULE_FIXTURES = {"lab", "scored", "installed"}  # test_bad_inputs, test_own_da
 
 
 def xdist_group(item) -> str | None:
-    if "demo_dir" in item.fixturenames:
+    if {"demo_dir", "demo_build"} & set(item.fixturenames):
         return "demo"
     if item.nodeid.startswith(RAY_TESTS):
         return "ray"
@@ -90,153 +87,37 @@ def pytest_xdist_make_scheduler(config, log):
     return GroupScheduling(config, log)
 
 
-def make_tokenizer(vocab_size: int = 300):
-    from redundancy.calibration._corpora import math_problems, stdlib_docstrings
-    from redundancy.sources._tiny import _train_tokenizer
-
-    docs = list(islice(stdlib_docstrings(), 20)) + list(islice(math_problems(), 50))
-    return _train_tokenizer({"all": docs}, vocab_size)
-
-
-@functools.lru_cache(maxsize=None)
-def shared_tokenizer(vocab_size: int = 300):
-    """One trained tokenizer per session, for fixtures that only save it next to many checkpoints
-    (training one per checkpoint costs seconds); tests that use a tokenizer get make_tokenizer's."""
-    return make_tokenizer(vocab_size)
-
-
-def write_series(root: Path, steps: list[int], family: str = "llama", **kw) -> Path:
-    """root/step-N/ for each step: a tiny random model (seeded by N) with tokenizer and checkpoint.json."""
-    tok = make_tokenizer()
-    for step in steps:
-        model = tiny_model(family, seed=step, vocab=512, **kw)
-        folder = root / f"step-{step}"
-        model.save_pretrained(folder)
-        tok.save_pretrained(folder)
-        (folder / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": step * 4096}))
-    return root
-
-
-def stored_scores(model, tokenizer=None, dataset: str = "math", n: int = 4, seq_len: int = 32,
-                  metric: str = "importance", text_field: str = "text") -> np.ndarray:
-    """The METRIC `redundancy score -d DATASET --samples N --seq-len SEQ_LEN` stores for a checkpoint
-    (fp32, seed 0), computed here: `model` a checkpoint folder (whose tokenizer is used unless
-    `tokenizer`, a folder, is given) or a model. (layer, module, sample): a cube cell's order once model,
-    step and dataset are selected."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from redundancy import Scorer, calibration_tokens
-
-    tok = AutoTokenizer.from_pretrained(tokenizer or model)
-    if isinstance(model, (str, Path)):
-        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
-    ids = calibration_tokens(dataset, tok, n, seq_len, seed=0, text_field=text_field).tokens
-    return Scorer(model, [metric]).score(ids, batch_size=n)[..., 0].transpose(1, 2, 0)
-
-
-def whole_figure(path: Path) -> bool:
-    """A PNG from its signature to its IEND chunk, or a PDF from its header to its %%EOF marker."""
-    data = path.read_bytes()
-    if path.suffix == ".png":
-        return data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")
-    return path.suffix == ".pdf" and data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
-
-
 @pytest.fixture(scope="session")
 def local_series(tmp_path_factory) -> Path:
     return write_series(tmp_path_factory.mktemp("series"), [0, 10, 100, 1000])
 
 
-def run_folder(tmp_path_factory) -> Path:
-    """The test run's temporary folder: under pytest-xdist, the one that holds every worker's own."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
-    """The run's folder `name`, made by `build(folder)` once for the whole run: under pytest-xdist the
-    first worker to ask builds it while the other waits on a file lock, then reuses it (never builds it
-    twice). A build that failed is not tried again by the other worker: it fails with the first error."""
-    from filelock import FileLock
-
-    root = run_folder(tmp_path_factory)
-    folder, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
-    with FileLock(str(root / f"{name}.lock")):
-        if failed.exists():
-            pytest.fail(f"building {name} failed in another worker:\n{failed.read_text()}")
-        if not done.exists():
-            try:
-                build(folder)
-            except BaseException:
-                failed.write_text(traceback.format_exc())
-                raise
-            done.touch()
-    return folder
-
-
-# What builtin:tiny's training reads besides its recipe (which keys its folder): the code, the texts and
-# tokenizer it trains on, the libraries. Trained from the same of all these, a series is the same series
-# (tests/test_builtin_series.py: deterministic), so the tests keep the demo's trained series between runs
-# in a folder named by their digest, and train again whenever any of them changes.
-REPO = Path(__file__).resolve().parent.parent
-TRAINING_INPUTS = ("redundancy/sources/_tiny.py", "redundancy/sources/_task.py",
-                   "redundancy/sources/_suites.py", "redundancy/calibration/_corpora.py",
-                   "redundancy/data/builtin_tiny.yaml", "redundancy/data/suites.yaml")
-
-
-def trained_series_cache() -> Path:
-    """$REDUNDANCY_TEST_CACHE (default ~/.cache/redundancy-tests)/trained-DIGEST: the builtin:tiny
-    series the demo trains (its recipe and tiny-seeds'), as trained by these inputs and libraries."""
-    import sys
-
-    import tokenizers
-    import transformers
-
-    digest = hashlib.sha256()
-    for rel in TRAINING_INPUTS:
-        digest.update(rel.encode() + b"\0" + (REPO / rel).read_bytes())
-    digest.update(f"{sys.version}|{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}"
-                  .encode())
-    root = Path(os.environ.get("REDUNDANCY_TEST_CACHE") or Path.home() / ".cache" / "redundancy-tests")
-    return root / f"trained-{digest.hexdigest()[:16]}"
-
-
-def seed_trained_series(cache: Path) -> None:
-    """Put the demo's trained series into the fresh cache root `cache`: trained into
-    trained_series_cache() first where it is not there yet (builtin:tiny's own lock: a second process
-    waits for the first), then copied (the run's cache is its own: digests, packing)."""
-    import shutil
-
-    from redundancy.sources._suites import SUITES, builtin_suite
-    from redundancy.sources._tiny import build_tiny_series
-
-    with pytest.MonkeyPatch.context() as mp:  # the demo's own calls, with the kept cache as root
-        mp.setenv("REDUNDANCY_CACHE", str(trained_series_cache()))
-        folders = [build_tiny_series()] + [Path(s.checkpoints[0].path).parent
-                                           for s in builtin_suite(SUITES.get("tiny-seeds"))]
-    for folder in folders:
-        shutil.copytree(folder, cache / folder.name)
-
-
 @pytest.fixture(scope="session")
-def demo_dir(tmp_path_factory) -> Path:
+def demo_build(tmp_path_factory) -> Path:
     """`redundancy demo` run once for the test run (once for all workers), in a fresh cache holding
-    the series it trains (trained_series_cache: trained once for these inputs, then kept)."""
+    the series it trains (trained_series_cache: trained once for these inputs, then kept). The folder
+    holds demo/ (the demo's --out) and cache/ (its REDUNDANCY_CACHE)."""
     from typer.testing import CliRunner
 
     from redundancy.cli import app
 
-    root = run_folder(tmp_path_factory) / "demo"
-    os.environ["REDUNDANCY_CACHE"] = str(root / "cache")
-
     def build(root: Path) -> None:
         seed_trained_series(root / "cache")
-        result = CliRunner().invoke(app, ["demo", "--out", str(root / "demo")])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REDUNDANCY_CACHE", str(root / "cache"))
+            result = CliRunner().invoke(app, ["demo", "--out", str(root / "demo")])
         assert result.exit_code == 0, result.output
         (root / "demo" / "output.txt").write_text(result.output)
 
-    return built_once(tmp_path_factory, "demo", build) / "demo"
+    return built_once(tmp_path_factory, "demo", build)
+
+
+@pytest.fixture()
+def demo_dir(demo_build, monkeypatch) -> Path:
+    """The demo's --out folder, with REDUNDANCY_CACHE set for the test to the demo's cache (where
+    builtin:tiny is built)."""
+    monkeypatch.setenv("REDUNDANCY_CACHE", str(demo_build / "cache"))
+    return demo_build / "demo"
 
 
 @pytest.fixture()

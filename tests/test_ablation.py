@@ -18,7 +18,7 @@ from redundancy.scoring import Scorer, score_layerwise
 from redundancy.scoring._ablation import ablate
 
 from _models import CONFIGS, tiny_model
-from conftest import make_tokenizer, stored_scores
+from _support import make_tokenizer, stored_scores
 
 IDS = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(3))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from _models import tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 pytestmark = pytest.mark.slow  # every bad input runs the CLI in a subprocess
 

@@ -8,7 +8,7 @@ from redundancy import CALIBRATION_SETS, calibration_tokens
 from redundancy.calibration._packing import fingerprint, pack
 from redundancy.errors import CalibrationError, NotFoundError
 
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from redundancy.calibration._packing import POOL_FACTOR, pack
 from redundancy.calibration._pieces import pieces
 from redundancy.errors import CalibrationError
 
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 WORDS = "the of and to in is was for on that with by as at from layer model drop residual".split()
 
@@ -173,7 +173,7 @@ def test_bytes_that_are_not_utf8_far_into_a_file_name_their_line(tmp_path, monke
 CHILD = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from conftest import make_tokenizer
+from _support import make_tokenizer
 from redundancy.calibration import calibration_tokens
 tok = make_tokenizer()
 rss = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) * 1024

@@ -22,7 +22,7 @@ from redundancy.study.perplexity import perplexity
 from redundancy.study.speed import measure_speed
 
 from _models import tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 VOCAB = 512
 LLAMA3_EOS = [5, 7, 0]  # as meta-llama/Meta-Llama-3.1-8B-Instruct: three eos ids, no pad_token_id
@@ -236,5 +236,6 @@ def test_a_checkpoint_without_its_rotary_limit_is_timed_past_its_context(tmp_pat
     from redundancy.study.chain import check_checkpoint
 
     tiny_model("llama", vocab=VOCAB).save_pretrained(tmp_path)  # 256 positions, rotary
+    tok.save_pretrained(tmp_path)  # check_checkpoint loads the tokenizer as the chain will
     assert C.max_positions(C.read_config(tmp_path)) == 256
-    check_checkpoint(tmp_path, StudySettings(prompt_tokens=2048, new_tokens=2048))  # no error
+    check_checkpoint(tmp_path, StudySettings(prompt_tokens=2048, new_tokens=2048, quantize=()))  # no error

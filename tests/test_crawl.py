@@ -21,7 +21,7 @@ from redundancy.cube import CubeStore
 from _fakehub import FakeHub
 from _megatron_writer import write_megatron
 from _models import tiny_model
-from conftest import make_tokenizer, stored_scores
+from _support import make_tokenizer, stored_scores
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
 NAMES = {  # preset -> (repo, branch names); the last name's weights are copied into "main"

@@ -15,7 +15,7 @@ from redundancy.study.perplexity import perplexity
 from redundancy.study.results import open_results, results_table, write_results
 
 from _models import tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 
 @pytest.fixture(scope="module")

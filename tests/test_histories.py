@@ -22,8 +22,8 @@ from redundancy.cli import app
 
 from _fakehub import FakeHub
 from _models import tiny_model
-from conftest import shared_tokenizer as make_tokenizer
-from conftest import stored_scores, whole_figure
+from _support import shared_tokenizer as make_tokenizer
+from _support import stored_scores, whole_figure
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4", "--dtype", "float32"]
 NAMINGS = {  # preset -> (repo, branch names, expected (step, stage) in order)

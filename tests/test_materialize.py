@@ -17,7 +17,7 @@ from redundancy.families import family_for
 from redundancy.scoring._masks import runtime_drop
 
 from _models import CONFIGS, tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 IDS = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(0))
 

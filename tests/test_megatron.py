@@ -20,7 +20,7 @@ from redundancy.sources._safe_pickle import StandIn
 
 from _megatron_writer import write_megatron
 from _models import tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 
 def test_megatron_is_not_importable():

@@ -10,7 +10,7 @@ import pytest
 from redundancy.study import StudySettings, open_results, run_study
 
 from _models import tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 
 def _checkpoint(folder, seed):

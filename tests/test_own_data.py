@@ -22,7 +22,7 @@ import pytest
 from redundancy import open_cube
 
 from _fakehub import FakeHub
-from conftest import stored_scores
+from _support import stored_scores
 
 pytestmark = pytest.mark.slow  # runs the CLI in subprocesses
 

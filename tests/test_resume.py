@@ -13,7 +13,7 @@ import pytest
 from redundancy import open_cube
 from redundancy.cube import CubeStore
 
-from conftest import write_series
+from _support import write_series
 
 pytestmark = pytest.mark.slow  # kills a scoring subprocess mid-run
 

@@ -16,7 +16,7 @@ from redundancy.cli import app
 
 from _fakehub import FakeHub
 from _models import tiny_model
-from conftest import make_tokenizer, stored_scores
+from _support import make_tokenizer, stored_scores
 
 # runs a, b, c at steps 0, 10, 20 over 4 layers
 VALUES = [[[0.1, 0.4, 0.2, 0.3], [0.5, 0.1, 0.3, 0.2], [0.5, 0.1, 0.3, 0.2]],

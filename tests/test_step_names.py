@@ -18,7 +18,7 @@ from redundancy.sources import open_series, read_step
 from redundancy.sources._local import local_checkpoints
 
 from _models import tiny_model
-from conftest import shared_tokenizer
+from _support import shared_tokenizer
 
 runner = CliRunner()
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4"]

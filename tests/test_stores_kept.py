@@ -29,7 +29,7 @@ from redundancy.study.results import (
     write_results,
 )
 
-from conftest import whole_figure
+from _support import whole_figure
 
 SETTINGS = dict(n_samples=3, seq_len=8, seed=0, pool_factor=4, packing="p")
 PLANS = ["baseline", "Attn-2", "Attn-4", "MLP-2", "Block-2"]

@@ -18,7 +18,7 @@ from redundancy import _digest
 from redundancy.sources._checkpoint import local_digest
 
 from _models import tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 MIB = 1 << 20
 
