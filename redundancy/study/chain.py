@@ -74,7 +74,9 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
     """Materialize, evaluate and time every plan and the baseline, quantize the chosen plans; returns
     the results store `out / results.zarr`. Models are kept under `out / models`."""
     s = check_settings(checkpoint, s)
-    check_checkpoint(checkpoint, s)
+    quantized = s.quantize_plans or [p.name for p in plans(orders, s.ks) if p.kind == "attn"][-1:]
+    check_checkpoint(checkpoint, s, out=out, n_models=len(plans(orders, s.ks)) + len(s.quantize),
+                     quantizes=bool(quantized and s.quantize))
     results, models = out / "results.zarr", out / "models"
     weights = local_digest(Path(checkpoint))  # what every model and row here is made from
     variants = [Variant(BASELINE, Path(checkpoint), BASELINE, 0, recipe={"weights": weights})]
@@ -91,11 +93,7 @@ def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySet
             path = _once(models / f"{v.name}+{method}", recipe, log,
                          lambda d, over, m=method, src=v.path: _quantize(src, d, m, s, over))
             variants.append(Variant(f"{v.name}+{method}", path, v.kind, v.n_dropped, method, recipe))
-    for i, v in enumerate(variants):
-        log(f"[{i + 1}/{len(variants)}] evaluate and time {v.name}")
-        recipe = _row_recipe(v, step, s)
-        if not _done(results, model, step, v.name, list(s.ppl_sets), recipe, log):
-            _measure(v, results, model, step, s, recipe)
+    _measure_all(variants, results, model, step, s, log)
     return results
 
 
@@ -169,29 +167,89 @@ def check_settings(checkpoint: Path, s: StudySettings) -> StudySettings:
     return s
 
 
-def check_checkpoint(checkpoint: Path, s: StudySettings) -> None:
-    """Refuse, before any model is written or evaluated, a config the chain cannot carry to its end.
+def check_checkpoint(checkpoint: Path, s: StudySettings, *, out: Path | None = None,
+                     n_models: int = 0, quantizes: bool = True) -> None:
+    """Refuse, before any model is written or evaluated, what the chain could not carry to its end:
+    the config and tokenizer (loaded as the chain loads them), every eos and pad id in config.json,
+    generation_config.json and the tokenizer, timing and perplexity windows against a learned
+    position table, the 4-bit group size against every layer width (on an empty, meta-device copy
+    of the model), enough held-out windows for perplexity (packed now and cached for the chain), and
+    free disk under `out` for `n_models` models the size of the checkpoint's weights. `quantizes`:
+    whether any plan is to be quantized (s.quantize names the methods).
 
-    Raises SeriesError (no readable config), UnsupportedFamilyError (a multimodal wrapper: dropping
-    and quantizing read the family table), RedundancyError (eos or pad ids that are not ids; timing
-    or perplexity windows longer than a learned position table, an IndexError after the baseline's
-    evaluation otherwise).
+    Raises SeriesError (no readable config or tokenizer), UnsupportedFamilyError (a multimodal
+    wrapper: dropping and quantizing read the family table), RedundancyError (eos or pad ids that are
+    not ids; timing or perplexity windows longer than a learned position table; a group size that
+    does not divide a layer width; too little free disk), CalibrationError (too few held-out windows).
     """
-    config, generation = _configs(Path(checkpoint))
+    from .._config import eos_ids
+
+    checkpoint = Path(checkpoint)
+    config, generation = _configs(checkpoint)
     check_text_only(config, str(checkpoint))
-    pad_id(config, generation)  # reads every eos and pad id: a malformed one fails here
+    tokenizer = _tokenizer(checkpoint)
+    pad_id(config, generation, tokenizer)  # reads every eos and pad id: a malformed one fails here
+    eos_ids(config, generation, tokenizer)
     limit = position_limit(config)
-    if limit is None:
-        return
-    if s.prompt_tokens + s.new_tokens > limit:
+    if limit is not None and s.prompt_tokens + s.new_tokens > limit:
         raise RedundancyError(f"--prompt {s.prompt_tokens} + --new {s.new_tokens} tokens exceed "
                               f"{checkpoint}'s {limit} positions (a learned position table: "
                               "max_position_embeddings or n_positions); time it with --prompt and --new "
                               f"summing to at most {limit}")
     ppl_len = s.ppl_seq_len or s.scored[1]
-    if s.ppl_sets and ppl_len > limit:
+    if limit is not None and s.ppl_sets and ppl_len > limit:
         raise RedundancyError(f"held-out perplexity windows of {ppl_len} tokens exceed {checkpoint}'s "
                               f"{limit} positions; pass --ppl-seq-len {limit} or less")
+    if quantizes and s.quantize:
+        _check_widths(config, s.group_size)
+    if s.ppl_sets and s.ppl_samples > 0:
+        from ..calibration import heldout_tokens
+        for spec, text_field in s.ppl_sets.values():
+            heldout_tokens(spec, tokenizer, s.ppl_samples, ppl_len, s.scored, text_field)
+    if out is not None and n_models:
+        _check_room(checkpoint, Path(out), n_models)
+
+
+def _tokenizer(checkpoint: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(checkpoint)
+    except Exception as exc:  # noqa: BLE001 - missing files, a tokenizer class this transformers lacks
+        raise SeriesError(f"cannot load the tokenizer of {checkpoint}: {one_line(exc)}; save one beside the "
+                          "weights (tokenizer.save_pretrained)") from None
+
+
+def _check_widths(config: Any, group_size: int) -> None:
+    """quantize.check_group_size on the model built on the meta device (no memory, no weights read)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .quantize import check_group_size
+
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 - a dropped folder's own class: quantize checks it when loaded
+        return
+    check_group_size(skeleton, group_size)
+
+
+def _check_room(checkpoint: Path, out: Path, n_models: int) -> None:
+    """Free disk under `out` for `n_models` models no larger than `checkpoint`'s weight files."""
+    import shutil
+
+    weights = sum(f.stat().st_size for f in checkpoint.iterdir()
+                  if f.suffix in (".safetensors", ".bin", ".pt") and f.is_file())
+    models = out / "models"
+    made = sum(f.stat().st_size for f in models.rglob("*") if f.is_file()) if models.exists() else 0
+    need = max(n_models * weights - made, 0)
+    where = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise RedundancyError(f"the study's {n_models} models need up to {need / 2**30:.1f} GiB under "
+                              f"{out}; {where} has {free / 2**30:.1f} GiB free: free some space or pass "
+                              "another --out")
 
 
 def _configs(path: Path) -> tuple:
@@ -229,6 +287,7 @@ def _once(path: Path, recipe: dict[str, Any], log: Callable[[str], None],
             return path
         what = ", ".join(_changed(stored, recipe)) if stored else "no record of what made it"
         log(f"{path.name}: the model in {path.parent} was made from other inputs ({what}); making it again")
+    log(f"{'quantize' if 'quantize' in recipe else 'materialize'} {path.name}")
     made = make(path, path.exists())  # replaced whole, or made where nothing complete was
     atomic_file(mark, json.dumps(recipe, sort_keys=True))
     return made
@@ -250,45 +309,121 @@ def _parse_recipe(text: Any) -> dict[str, Any]:
     return recipe if isinstance(recipe, dict) else {}
 
 
-def _done(results: Path, model: str, step: int, plan: str, ppl_sets: list[str],
-          recipe: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> bool:
-    """True when the row has every task score, a speed and the perplexity of every set asked for,
-    all measured from `recipe` (a row measured from other inputs is measured again, said in `log`)."""
+PARTS = ("evaluate", "perplexity", "speed")  # a row's parts, each stored the moment it exists
+TIMING = "paired"  # in every row's recipe: rows timed before pairing are timed again
+
+
+def _missing(results: Path, model: str, step: int, plan: str, ppl_sets: list[str],
+             recipe: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> list[str]:
+    """The parts of a row (PARTS) not yet stored from `recipe`: all of them where the row was
+    measured from other inputs (said in `log`; write_results forgets its values on the next write)."""
     if not has_results(results):
-        return False
+        return list(PARTS)
     ds = open_results(results)
-    if plan not in ds["plan"].values or "tokens_per_s" not in ds or "score" not in ds:
-        return False
-    row = ds.sel(plan=plan).reindex(model=[model], step=[step])
+    if plan not in ds["plan"].values or model not in ds["model"].values or step not in ds["step"].values:
+        return list(PARTS)
+    row = ds.sel(plan=plan, model=model, step=step)
     if recipe is not None:
         stored = _parse_recipe(row["recipe"].item()) if "recipe" in ds else {}
         if stored != recipe:
-            if row["tokens_per_s"].notnull().all():  # a row was there: say why it is measured again
+            if any(v in row and bool(row[v].notnull().any()) for v in ("tokens_per_s", "score")):
                 what = ", ".join(_changed(stored, recipe)) if stored else "no record of what made it"
                 log(f"{plan}: its row was measured from other inputs ({what}); measuring it again")
-            return False
-    if ppl_sets and ("perplexity" not in ds
-                     or not row["perplexity"].reindex(dataset=ppl_sets).notnull().all()):
-        return False
-    return bool(row["tokens_per_s"].notnull().all() and row["score"].notnull().all())
+            return list(PARTS)
+    ppl = row["perplexity"].reindex(dataset=ppl_sets) if ppl_sets and "perplexity" in ds else None
+    has = {"evaluate": "score" in row and bool(row["score"].notnull().any()),
+           "perplexity": not ppl_sets or (ppl is not None and bool(ppl.notnull().all())),
+           "speed": "tokens_per_s" in row and bool(row["tokens_per_s"].notnull())}
+    return [part for part in PARTS if not has[part]]
 
 
-def _measure(v: Variant, results: Path, model: str, step: int, s: StudySettings,
-             recipe: dict[str, Any] | None = None) -> None:
+def _done(results: Path, model: str, step: int, plan: str, ppl_sets: list[str],
+          recipe: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> bool:
+    """True when the row has task scores, a speed and the perplexity of every set asked for, all
+    measured from `recipe` (a row measured from other inputs is measured again, said in `log`)."""
+    return not _missing(results, model, step, plan, ppl_sets, recipe, log)
+
+
+def _measure_all(variants: list[Variant], results: Path, model: str, step: int, s: StudySettings,
+                 log: Callable[[str], None]) -> None:
+    """Evaluate (lm-eval, then held-out perplexity) every variant, then time each against the baseline
+    in pairs. Each result is written the moment it exists, so a kill loses only the step under way;
+    a rerun does only the parts `_missing` names. Progress: "[i/n] phase plan (elapsed)" in `log`."""
+    import time
+
+    start, n = time.monotonic(), len(variants)
+    recipes = {v.name: {**_row_recipe(v, step, s), "timing": TIMING} for v in variants}
+
+    def say(i: int, phase: str, v: Variant) -> None:
+        log(f"[{i + 1}/{n}] {phase} {v.name} ({time.monotonic() - start:.0f} s)")
+
+    for i, v in enumerate(variants):
+        todo = _missing(results, model, step, v.name, list(s.ppl_sets), recipes[v.name], log)
+        if "evaluate" in todo or "perplexity" in todo:
+            _evaluate(v, results, model, step, s, recipes[v.name], todo,
+                      lambda phase, i=i, v=v: say(i, phase, v))
+    timed = [(i, v) for i, v in enumerate(variants)
+             if "speed" in _missing(results, model, step, v.name, list(s.ppl_sets), recipes[v.name], log)]
+    if timed:
+        _time_all(variants[0], timed, results, model, step, s, recipes, say)
+
+
+def _load(v: Variant, s: StudySettings) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
+    return load_any(v.path).to(s.device), AutoTokenizer.from_pretrained(v.path)
 
+
+def _evaluate(v: Variant, results: Path, model: str, step: int, s: StudySettings, recipe: dict[str, Any],
+              todo: list[str], say: Callable[[str], None]) -> None:
+    """lm-eval scores, stored; then held-out perplexity, stored."""
     from .evaluate import evaluate_with_stderr
     from .perplexity import heldout_perplexity
-    from .speed import measure_speed
 
-    lm, tokenizer = load_any(v.path).to(s.device), AutoTokenizer.from_pretrained(v.path)
-    scores, stderr = evaluate_with_stderr(lm, tokenizer, preset=s.preset, tasks=s.tasks,
-                                          batch_size=s.eval_batch, limit=s.limit)
-    ppl = heldout_perplexity(lm, tokenizer, sets=s.ppl_sets, n=s.ppl_samples,
-                             seq_len=s.ppl_seq_len or s.scored[1], scored=s.scored,
-                             batch_size=s.eval_batch) if s.ppl_sets else None
-    speed = measure_speed(lm, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats,
-                          tokenizer=tokenizer)
-    write_results(results, model, step, v.name, scores, speed.to_dict(), kind=v.kind, n_dropped=v.n_dropped,
-                  quant=v.quant, stderr=stderr, perplexity=ppl,
-                  recipe=None if recipe is None else json.dumps(recipe, sort_keys=True))
+    lm, tokenizer = _load(v, s)
+    row = dict(kind=v.kind, n_dropped=v.n_dropped, quant=v.quant, recipe=json.dumps(recipe, sort_keys=True))
+    if "evaluate" in todo:
+        say("evaluate")
+        scores, stderr = evaluate_with_stderr(lm, tokenizer, preset=s.preset, tasks=s.tasks,
+                                              batch_size=s.eval_batch, limit=s.limit)
+        write_results(results, model, step, v.name, scores, stderr=stderr, **row)
+    if "perplexity" in todo and s.ppl_sets:
+        say("perplexity")
+        ppl = heldout_perplexity(lm, tokenizer, sets=s.ppl_sets, n=s.ppl_samples,
+                                 seq_len=s.ppl_seq_len or s.scored[1], scored=s.scored,
+                                 batch_size=s.eval_batch)
+        write_results(results, model, step, v.name, perplexity=ppl, **row)
+
+
+def _time_all(base: Variant, timed: list[tuple[int, Variant]], results: Path, model: str, step: int,
+              s: StudySettings, recipes: dict[str, dict[str, Any]],
+              say: Callable[[int, str, Variant], None]) -> None:
+    """The baseline timed alone (its tokens/s), every plan in pairs with it (speed.paired_speed),
+    with its physical bound (speed.speedup_bound); each row stored as it is timed."""
+    from .speed import measure_speed, module_costs, paired_speed, speedup_bound
+
+    baseline, tokenizer = _load(base, s)
+    costs = module_costs(baseline, s.prompt_tokens, s.new_tokens)
+    bits = _weight_bits(baseline)
+    for i, v in timed:
+        say(i, "speed", v)
+        if v.name == base.name:
+            speed = measure_speed(baseline, s.prompt_tokens, s.new_tokens, s.speed_batch, repeats=s.repeats,
+                                  tokenizer=tokenizer)
+        else:
+            lm, _ = _load(v, s)
+            bound = speedup_bound(costs, v.recipe.get("drop_attn", ()), v.recipe.get("drop_mlp", ()),
+                                  weight_ratio=bits / 4 if v.quant != "none" else 1.0)
+            pairs = getattr(s, "pairs", None) or s.repeats  # a setting of its own: asked of issue 23
+            speed = paired_speed(baseline, lm, s.prompt_tokens, s.new_tokens, s.speed_batch, pairs=pairs,
+                                 tokenizer=tokenizer, bound=bound)
+            del lm
+        write_results(results, model, step, v.name, speed=speed.to_dict(), kind=v.kind,
+                      n_dropped=v.n_dropped, quant=v.quant,
+                      recipe=json.dumps(recipes[v.name], sort_keys=True))
+
+
+def _weight_bits(model: Any) -> int:
+    """Bits per weight of the model's floating-point parameters (16 for bf16, 32 for fp32)."""
+    p = next(model.parameters())
+    return p.element_size() * 8
+

@@ -1,9 +1,12 @@
 """lm-eval on an in-memory model: the study's task preset, the built-in offline tasks, or any task names."""
 from __future__ import annotations
 
+import io
+import logging
 from collections import defaultdict
+from contextlib import contextmanager, redirect_stderr
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
@@ -27,6 +30,42 @@ def _eval_presets() -> Registry[dict[str, dict[str, Any]]]:
 # The evaluation presets (the CLI's --preset / --eval choices): name -> task -> {shots, metric}, read
 # from redundancy/data/tasks/presets.yaml.
 EVAL_PRESETS = _eval_presets()
+LOG = logging.getLogger("redundancy.lm_eval")  # lm-eval's warnings and progress bars, at debug level
+
+
+class _ToLog(logging.Handler):
+    """Re-logs lm-eval's records at debug level under LOG."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        LOG.debug("%s: %s", record.name, record.getMessage())
+
+
+class _LinesToLog(io.TextIOBase):
+    """A stream whose lines (progress bars redraw with \r) go to LOG at debug level."""
+
+    def write(self, text: str) -> int:
+        for line in text.replace("\r", "\n").splitlines():
+            if line.strip():
+                LOG.debug("%s", line.rstrip())
+        return len(text)
+
+
+@contextmanager
+def quiet_lm_eval() -> Iterator[None]:
+    """While lm-eval runs: its log records (the per-model 'pretrained model kwarg is not of type
+    str', 'Passed an already-initialized model', 'Overwriting default num_fewshot') and whatever it
+    writes to stderr (tqdm's progress bars) go to the `redundancy.lm_eval` logger at debug level
+    (the CLI's --verbose shows them); the toolkit's own progress stays where it was."""
+    logger = logging.getLogger("lm_eval")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers, logger.propagate = [_ToLog()], False
+    logger.setLevel(logging.DEBUG if LOG.isEnabledFor(logging.DEBUG) else logging.INFO)
+    try:
+        with redirect_stderr(_LinesToLog()):
+            yield
+    finally:
+        logger.handlers, logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
 
 
 def preset_tasks(preset: str) -> dict[str, dict[str, Any]]:
@@ -59,8 +98,9 @@ def evaluate_with_stderr(model: nn.Module, tokenizer: Any, *, preset: str | None
                          tasks: list[str] | None = None, batch_size: int = 16,
                          limit: int | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """(task -> score, task -> lm-eval's standard error of that score; NaN where it reports none).
-    Raises NotFoundError for an unknown preset or lm-eval task name, RedundancyError when neither a
-    preset nor a task is given."""
+    lm-eval's warnings and progress bars go to the debug log (`quiet_lm_eval`). Raises NotFoundError
+    for an unknown preset or lm-eval task name, RedundancyError when neither a preset nor a task is
+    given."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
@@ -68,7 +108,8 @@ def evaluate_with_stderr(model: nn.Module, tokenizer: Any, *, preset: str | None
     spec.update({t: {"shots": 0, "metric": None} for t in tasks or []})
     if not spec:
         raise RedundancyError("nothing to evaluate: give a preset or task names")
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    with quiet_lm_eval():
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     by_shots: dict[int, list] = defaultdict(list)
     for task, s in spec.items():
         by_shots[s["shots"]].append(_local_config(task) or task)
@@ -76,8 +117,9 @@ def evaluate_with_stderr(model: nn.Module, tokenizer: Any, *, preset: str | None
     manager = _task_manager(any(isinstance(t, str) for tasks in by_shots.values() for t in tasks))
     _check_known([t for tasks in by_shots.values() for t in tasks if isinstance(t, str)], manager)
     for shots, task_list in by_shots.items():
-        out = simple_evaluate(model=lm, tasks=task_list, num_fewshot=shots, limit=limit, log_samples=False,
-                              task_manager=manager)
+        with quiet_lm_eval():
+            out = simple_evaluate(model=lm, tasks=task_list, num_fewshot=shots, limit=limit,
+                                  log_samples=False, task_manager=manager)
         for task, metrics in out["results"].items():
             if task in spec:
                 scores[task], stderrs[task] = _pick(metrics, spec[task]["metric"])

@@ -95,7 +95,8 @@ def write_results(path: str | Path, model: str, step: int, plan: str,
                   perplexity: dict[str, float] | None = None, recipe: str | None = None,
                   log: Callable[[str], None] | None = None) -> xr.Dataset:
     """Add or update one (model, step, plan) row: given values replace stored ones, others are kept.
-    `recipe`: what the row was measured from (JSON; the study compares it before reusing a row);
+    `recipe`: what the row was measured from (JSON; the study compares it before reusing a row); a
+    row stored from another recipe is forgotten first (none of its values is kept beside new ones);
     `stderr`: lm-eval's standard error of each task's score (stored as `score_stderr`);
     `perplexity`: calibration set -> perplexity on its held-out windows; `log`: where a repair is
     reported (default a RuntimeWarning).
@@ -113,9 +114,24 @@ def write_results(path: str | Path, model: str, step: int, plan: str,
         check_results_out(path)  # another process may have put something else there meanwhile
         base = _whole(path, log) if store_kind(path) == "results" else None
         if base is not None:
-            new = new.combine_first(_load(base))
+            new = new.combine_first(_forget_other_recipe(_load(base), (model, step, plan), recipe))
         _publish_version(path, new, base, (model, int(step), plan))
     return _derived(new)  # what open_results would read back: the version was verified against it
+
+
+def _forget_other_recipe(ds: xr.Dataset, row: tuple[str, int, str], recipe: str | None) -> xr.Dataset:
+    """`ds` with the row's values blanked where it was measured from another recipe than `recipe`
+    (None: any recipe goes), so that a row never mixes values of two recipes."""
+    where = dict(zip(ROW, ([row[0]], [int(row[1])], [row[2]])))
+    if recipe is None or "recipe" not in ds or any(v not in ds[k].values for k, v in zip(ROW, row)):
+        return ds
+    if ds["recipe"].loc[where].item() == recipe:
+        return ds
+    ds = ds.copy(deep=True)
+    for name, var in ds.data_vars.items():
+        if set(ROW) <= set(var.dims):
+            ds[name].loc[where] = None if var.dtype == object else np.nan
+    return ds
 
 
 def check_results_out(path: str | Path) -> Path:
