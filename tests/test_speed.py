@@ -21,7 +21,7 @@ from redundancy.study.speed import (
 )
 
 from _models import tiny_model
-from conftest import make_tokenizer
+from _support import make_tokenizer
 
 
 def test_kv_cache_scales_with_kept_attention(tmp_path):
