@@ -75,9 +75,17 @@ _DEBUG = {"on": False}
 
 @app.callback()
 def _options(debug: bool = typer.Option(False, "--debug",
-                                        help="show the full traceback of a failure")) -> None:
+                                        help="show the full traceback of a failure"),
+             verbose: bool = typer.Option(False, "--verbose",
+                                          help="show the debug log too (lm-eval's warnings and progress "
+                                               "bars)")) -> None:
     """Measure how redundant each block, attention and MLP layer is, across training."""
     _DEBUG["on"] = debug
+    if verbose:
+        import logging
+        logger = logging.getLogger("redundancy")
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(logging.StreamHandler())  # stderr, bound now: lm-eval's redirection skips it
 
 
 def _print(message: str) -> None:
