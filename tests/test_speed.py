@@ -132,3 +132,49 @@ def test_a_row_of_another_recipe_keeps_none_of_its_values(tmp_path):
     write_results(store, "m", 0, "A", speed={"tokens_per_s": 4.0}, recipe="r2")  # same recipe: kept together
     row = open_results(store).sel(model="m", step=0, plan="A")
     assert float(row["score"].sel(task="t")) == 0.7 and float(row["tokens_per_s"]) == 4.0
+
+
+BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass"
+
+
+@pytest.mark.slow  # builtin:tiny's final step, three models timed in pairs under a load
+def test_the_speed_step_under_load_prints_no_speedup_above_its_bound(tmp_path):
+    """Issue 21's bar: the study's speed step on builtin:tiny while bounded busy processes (one per
+    core, 6 s each, started with the step) load the CPU for part of its run: every printed speedup
+    is within its physical bound, or printed as disturbed with no gamma."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from redundancy.cli._table import cells
+    from redundancy.sources import open_series
+    from redundancy.study import StudySettings, open_results, results_table
+    from redundancy.study.chain import Variant, _time_all
+
+    src = Path(open_series("builtin:tiny").checkpoints[-1].path)
+    variants = [Variant("baseline", src, "baseline", 0, recipe={})]
+    deepest = list(range(7, -1, -1))
+    for plan in (DropPlan.from_order("block", deepest, 2), DropPlan.from_order("attn", deepest, 6)):
+        path = materialize(src, plan, tmp_path / plan.name)
+        variants.append(Variant(plan.name, path, plan.kind, plan.n_dropped,
+                                recipe={"drop_attn": list(plan.attn), "drop_mlp": list(plan.mlp)}))
+    s = StudySettings(ks={}, quantize=(), prompt_tokens=64, new_tokens=32, speed_batch=2, repeats=4)
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=6)]) for _ in range(2)]
+    try:
+        _time_all(variants[0], list(enumerate(variants)), tmp_path / "r.zarr", "m", 0, s,
+                  {v.name: {} for v in variants}, lambda *a: None)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    ds = open_results(tmp_path / "r.zarr").sel(model="m", step=0)
+    header, rows = cells(results_table(open_results(tmp_path / "r.zarr"), "m", 0))
+    for row in rows[1:]:
+        cell = dict(zip(header, row))
+        plan = cell["plan"].rstrip(" *")
+        speedup, bound = float(ds["speedup"].sel(plan=plan)), float(ds["speedup_bound"].sel(plan=plan))
+        assert 1 < bound < 8 / 2 and ds["baseline_seconds_each"].sel(plan=plan).notnull().sum() == 4
+        if speedup > bound:
+            assert cell["speedup"].startswith("disturbed: ") and cell["gamma"] == "-", cell
+        else:
+            assert float(cell["speedup"].split()[0]) <= bound, cell
