@@ -1,35 +1,58 @@
-"""Load a downloaded torch pickle without running its code.
+"""Load a downloaded torch pickle without running its code: PyTorch's own restricted unpickler.
 
 A Megatron-LM checkpoint pickles its `argparse.Namespace` next to the tensors, and that namespace
-holds `megatron.*` objects (`args.model_type` is a `megatron.core.enums.ModelType`). A plain
-`torch.load(weights_only=False)` would import `megatron` (which we do not depend on) and would run
-whatever a crafted file asks for. This unpickler resolves only the globals a training checkpoint
-needs: tensor and storage rebuilders, torch dtypes, plain containers, numpy arrays (the saved RNG
-state), `io.BytesIO` (Transformer Engine's `_extra_state` before TE 2.0), `argparse.Namespace`,
-and inert stand-ins for any `megatron.*` class. Anything else is refused before it is called.
+holds objects of other modules: `megatron.*` enums (`args.model_type`, a
+`megatron.core.enums.ModelType`; since Megatron Core 0.16 `args.attention_backend`, an `AttnBackend`),
+`signal.Signals` (`args.exit_signal = signal.SIGTERM`, core 0.16), `torch.dtype` fields, numpy arrays
+(the saved RNG state), `io.BytesIO` (Transformer Engine's `_extra_state` before TE 2.0) and, in a
+protocol-2 pickle, `builtins.bytes` (what `torch.save` writes for `b""`).
+
+`safe_load` builds on `torch.load(weights_only=True)` (torch/_weights_only_unpickler.py): first
+`torch.serialization.get_unsafe_globals_in_checkpoint` lists every global the file asks for beyond
+PyTorch's own allowlist, reading the pickle's opcodes only; a name outside `ALLOWED` and not under
+`megatron.` refuses the whole file, unread and with nothing it names imported. The rest is loaded
+under `torch.serialization.safe_globals`, each `megatron.*` name bound to an inert stand-in class
+(`StandIn`: it keeps its constructor arguments and state, and runs nothing), so `megatron` is
+neither needed nor imported.
 """
 from __future__ import annotations
 
+import argparse
+import io
 import pickle
-import types
+import signal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 import torch
+from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
 from ..errors import SeriesError
 
-_ALLOWED = {
-    ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch", "Size"), ("torch", "device"), ("collections", "OrderedDict"), ("argparse", "Namespace"),
-    ("_io", "BytesIO"), ("_codecs", "encode"),  # protocol 2 writes bytes as _codecs.encode(str, latin1)
-    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "complex"),
-    ("builtins", "bytearray"), ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+
+def _numpy_reconstruct() -> Any:
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core to numpy._core
+    return core.multiarray._reconstruct, core.multiarray.scalar
+
+
+_RECONSTRUCT, _SCALAR = _numpy_reconstruct()
+
+# what a training checkpoint holds beyond PyTorch's own allowlist: full name -> the object it loads as
+ALLOWED: dict[str, Any] = {
+    "argparse.Namespace": argparse.Namespace,
+    "signal.Signals": signal.Signals,  # args.exit_signal (Megatron Core >= 0.16)
+    "_io.BytesIO": io.BytesIO,  # Transformer Engine < 2.0 `_extra_state`
+    "builtins.bytes": bytes,  # protocol 2 writes b"" as bytes()
+    "builtins.slice": slice, "builtins.frozenset": frozenset,
+    "numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype,
+    "numpy.core.multiarray._reconstruct": _RECONSTRUCT, "numpy._core.multiarray._reconstruct": _RECONSTRUCT,
+    "numpy.core.multiarray.scalar": _SCALAR, "numpy._core.multiarray.scalar": _SCALAR,
 }
+# never named in a file, but a numpy.dtype is built (BUILD) as an instance of one of these classes
+_DTYPE_CLASSES = [(t, f"numpy.dtypes.{t.__name__}")
+                  for t in {type(np.dtype(c)) for c in "?bhilqBHILQefdgFDGSUV"}]
 
 
 class StandIn:
@@ -50,45 +73,65 @@ class StandIn:
 
 
 @lru_cache(maxsize=1024)  # one class per megatron.* name a file asks for: a checkpoint has a few
-def _stand_in(module: str, name: str) -> type:
-    return type(name, (StandIn,), {"__module__": module, "__qualname__": f"{module}.{name}"})
+def stand_in(qualname: str) -> type:
+    """The inert class standing for the global `qualname` (a `megatron.*` name); never imports it."""
+    module, _, name = qualname.rpartition(".")
+    return type(name, (StandIn,), {"__module__": module, "__qualname__": qualname})
 
 
-class Refused(pickle.UnpicklingError):
-    """A pickle asked for a global outside the allowed set."""
-
-    def __init__(self, module: str, name: str) -> None:
-        super().__init__(f"{module}.{name}")
-        self.qualname = f"{module}.{name}"
+def is_megatron(qualname: str) -> bool:
+    return qualname == "megatron" or qualname.startswith("megatron.")
 
 
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if module == "megatron" or module.startswith("megatron."):
-            return _stand_in(module, name)
-        raise Refused(module, name)
-
-
-def _pickle_module() -> types.ModuleType:
-    """What `torch.load(pickle_module=...)` reads: an Unpickler class (and load, for the pre-1.6 format)."""
-    module = types.ModuleType("redundancy_safe_pickle")
-    module.Unpickler = _Unpickler
-    module.load = lambda file, **kw: _Unpickler(file, **kw).load()
-    return module
+def allowed_globals(names: list[str], where: Path | str) -> list[tuple[Any, str]]:
+    """(object, name) pairs for `safe_globals`, one per name a file asks for.
+    Raises SeriesError naming the first global outside ALLOWED and megatron.*."""
+    pairs = list(_DTYPE_CLASSES)
+    for name in sorted(names):
+        if name in ALLOWED:
+            pairs.append((ALLOWED[name], name))
+        elif is_megatron(name):
+            pairs.append((stand_in(name), name))
+        else:
+            raise SeriesError(f"{where} asks to unpickle {name}, which is outside what a training checkpoint "
+                              "holds; refused unread, nothing it names imported (the file may be crafted: "
+                              "check its source)")
+    return pairs
 
 
 def safe_load(path: Path) -> Any:
-    """torch.load of a downloaded file with the restricted unpickler; refusals as one SeriesError."""
+    """torch.load(weights_only=True) of a downloaded file, with ALLOWED and megatron stand-ins added.
+
+    Raises SeriesError: the file asks for any other global (refused before a byte of its data is
+    unpickled), or it is not a readable torch checkpoint."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_pickle_module())
-    except Refused as exc:
-        raise SeriesError(f"{path} asks to unpickle {exc.qualname}, which a training checkpoint never "
-                          "holds; refused without running it (the file may be crafted: "
-                          "check its source)") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise SeriesError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc}); "
-                          "delete it from the cache and run again to download it anew") from None
+        names = get_unsafe_globals_in_checkpoint(path)
+    except (ValueError, RuntimeError, EOFError, pickle.UnpicklingError, OSError) as exc:
+        raise _unreadable(path, exc) from None
+    with safe_globals(allowed_globals(names, path)):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            raise _unreadable(path, exc) from None
+
+
+def safe_unpickle(file: IO[bytes], extra: dict[str, Any], where: Path | str) -> Any:
+    """A plain pickle stream (not a torch.save archive: torch.distributed.checkpoint's `.metadata`) read
+    by PyTorch's weights-only unpickler; `extra`: names it may hold beyond ALLOWED (name -> object).
+    Raises SeriesError as safe_load."""
+    from torch import _weights_only_unpickler as wo
+
+    data = file.read()
+    names = wo.get_globals_in_pkl(io.BytesIO(data)) - set(wo._get_allowed_globals()) - set(extra)
+    pairs = allowed_globals(sorted(names), where) + [(obj, name) for name, obj in extra.items()]
+    with safe_globals(pairs):
+        try:
+            return wo.load(io.BytesIO(data), encoding="utf-8")
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+            raise _unreadable(where, exc) from None
+
+
+def _unreadable(path: Path | str, exc: BaseException) -> SeriesError:
+    return SeriesError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it from the cache and "
+                       "run again to download it anew")
