@@ -28,8 +28,8 @@ class HubFetcher:
         if ckpt.format == "hf" and not ckpt.has_tokenizer:
             return replace(ckpt, path=path, tokenizer_path=self._borrowed_tokenizer(ckpt))
         if ckpt.format == "megatron":  # tokens seen come from the checkpoint's own args
-            from ._megatron import convert_megatron
-            path = convert_megatron(path, self.tokenizer, self._converted(ckpt))
+            from ._megatron import convert_cached
+            path = convert_cached(path, self.tokenizer, self._converted(ckpt))
             meta = json.loads((path / "checkpoint.json").read_text())
             return replace(ckpt, path=path, tokens=meta["tokens"])
         return replace(ckpt, path=path)
