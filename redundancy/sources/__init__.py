@@ -62,12 +62,15 @@ def open_series(spec: str, progress: Progress | None = None, **hub_args: Any) ->
     tokens_per_step, how its folder names read: sources._steps.read_step)."""
     kind, rest = _split(spec)
     # token and endpoint also come from the environment (HF_TOKEN, HF_ENDPOINT): only selections count
+    tokenizer = hub_args.pop("tokenizer", None)  # for local Megatron folders (the hub's is the fetcher's)
     given = {k: v for k, v in hub_args.items() if v not in (None, [], ()) and k not in ("token", "endpoint")}
     naming = {k: v for k, v in given.items() if k in NAMING} if kind == "local" else {}
     if kind != "hub" and set(given) - set(naming):
         raise SeriesError(f"{', '.join(sorted(set(given) - set(naming)))} select checkpoints of hub "
                           f"histories; {spec!r} is not one (write hub:ORG/NAME)")
     opener = SERIES_KINDS.get(kind)
+    if kind == "local" and tokenizer is not None:
+        naming["tokenizer"] = tokenizer
     return opener(rest, progress, **(hub_args if kind == "hub" else naming))
 
 
@@ -79,6 +82,7 @@ def open_all(spec: str, progress: Progress | None = None, **hub_args: Any) -> li
         return [open_series(spec, progress, **hub_args)]
     from ._suites import builtin_suite, hub_suite, suite_from
 
+    hub_args.pop("tokenizer", None)
     suite = suite_from(rest, hub_args.pop("preset", None))
     return builtin_suite(suite, progress) if suite.builtin else hub_suite(suite, **hub_args)
 

@@ -1,7 +1,10 @@
-"""A series from a folder of Hugging Face checkpoints, one per step, or from a Hugging Face cache
-tree (`models--ORG--NAME/`, one snapshot per branch). Each folder's step: sources/_steps.py."""
+"""A series from a folder of Hugging Face checkpoints, one per step, from a Hugging Face cache
+tree (`models--ORG--NAME/`, one snapshot per branch), or from a folder of Megatron-LM checkpoints
+(`iter_N/`, either `--ckpt-format`), each converted once into the cache as the hub crawl does
+(sources/_megatron.py; their step and tokens from their own args). Each folder's step: sources/_steps.py."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -16,12 +19,15 @@ _SHOWN = 6  # unreadable names listed in the one-line error
 
 
 def local_series(path: str | Path, preset: str | None = None, pattern: str | None = None,
-                 tokens_per_step: float | None = None, stages: Sequence[str] | None = None) -> Series:
+                 tokens_per_step: float | None = None, stages: Sequence[str] | None = None,
+                 tokenizer: str | None = None) -> Series:
     """`local:DIR` as a Series: its model name is the folder's (ORG/NAME for a cache tree). `stages`:
     keep these training stages (--stage), needed where the folder holds parallel runs of one stage.
+    `tokenizer` (repo or folder): for a folder of Megatron checkpoints, which carry none.
     Raises SeriesError (see local_checkpoints; sources._stages.one_run)."""
     root = Path(path).expanduser()
-    ckpts = select_stages(local_checkpoints(root, preset, pattern, tokens_per_step), list(stages or []))
+    ckpts = select_stages(local_checkpoints(root, preset, pattern, tokens_per_step, tokenizer),
+                          list(stages or []))
     return Series(_model_name(root), one_run(ckpts))
 
 
@@ -52,17 +58,18 @@ def _folders(root: Path) -> list[Path]:
 
 
 def local_checkpoints(root: Path, preset: str | Preset | None = None, pattern: str | None = None,
-                      tokens_per_step: float | None = None) -> list[Checkpoint]:
-    """Checkpoints of `root` (itself a checkpoint, a folder of them, or a Hugging Face cache tree),
-    in training order. preset/pattern/tokens_per_step: how folder names read (sources/_steps.py).
+                      tokens_per_step: float | None = None, tokenizer: str | None = None) -> list[Checkpoint]:
+    """Checkpoints of `root` (itself a checkpoint, a folder of them, a Hugging Face cache tree, or
+    Megatron `iter_N/` checkpoints: converted once with `tokenizer`, see megatron_folders), in training
+    order. preset/pattern/tokens_per_step: how folder names read (sources/_steps.py).
     Raises SeriesError: no such folder, no checkpoint in it, names read by no rule (one line listing
-    them), two checkpoints of one step."""
+    them), two checkpoints of one step; a Megatron folder without `tokenizer` or not convertible."""
     root = Path(root)
     if not root.exists():
         raise SeriesError(f"local series {str(root)!r} does not exist")
     if not root.is_dir():
         raise SeriesError(f"local series {str(root)!r} is a file; give a folder of checkpoints")
-    folders = _folders(root)
+    folders = megatron_folders(root, tokenizer) or _folders(root)
     if not folders:
         raise SeriesError(f"{root} holds no checkpoint: no config.json in it or in its subfolders "
                           "(expected one Hugging Face checkpoint per step, e.g. step-1000/config.json)")
@@ -72,6 +79,33 @@ def local_checkpoints(root: Path, preset: str | Preset | None = None, pattern: s
     ckpts = [Checkpoint(step=r.step, tokens=r.tokens, path=f, revision=r.revision, commit=r.commit,
                         stage=r.stage) for f, r in zip(folders, readings)]
     return _in_order(root, ckpts, p)
+
+
+def megatron_folders(root: Path, tokenizer: str | None) -> list[Path]:
+    """`root` (one Megatron `iter_N/` checkpoint) or its Megatron subfolders, each converted once to a
+    Hugging Face folder with checkpoint.json (step, tokens) under the cache's converted/local/; none
+    when root holds no Megatron checkpoint. The cache key is the folder's resolved path and its files'
+    sizes and modification times, so a folder written anew is converted anew.
+    Raises SeriesError (sources._megatron.convert_cached: no tokenizer, an unconvertible checkpoint)."""
+    from ._megatron import is_megatron_checkpoint
+
+    if is_megatron_checkpoint(root):
+        found = [root]
+    else:
+        found = sorted(p for p in root.iterdir() if p.is_dir() and is_megatron_checkpoint(p))
+    if not found:
+        return []
+    from .._cache import cache_root
+    from ._megatron import convert_cached
+
+    out = []
+    for folder in found:
+        stats = sorted((str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in folder.rglob("*") if f.is_file())
+        key = hashlib.sha256(repr((str(folder.resolve()), stats)).encode()).hexdigest()[:16]
+        target = cache_root() / "converted" / "local" / key / folder.name
+        out.append(convert_cached(folder, tokenizer, target))
+    return out
 
 
 def _read_all(root: Path, folders: list[Path], p: Preset | None,
