@@ -4,7 +4,7 @@
     figures.py  heatmap, figures           info.py     list, check, datasets, families
     demo.py     demo
 """
-from . import demo, figures, info, score, study  # noqa: F401,E402 - importing a module registers its commands
+from . import convert, demo, figures, info, score, study  # noqa: F401,E402 - importing a module registers its commands
 from ._app import app
 
 __all__ = ["app", "main"]
