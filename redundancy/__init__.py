@@ -37,6 +37,7 @@ _LAZY = {
     **dict.fromkeys(["score_series", "ScoreSettings", "Events", "load_checkpoint", "order_series"],
                     "pipeline"),
     **dict.fromkeys(["CubeStore", "open_cube", "check_cube", "CubeReport"], "cube"),
+    "convert_megatron": "sources._megatron",
     **dict.fromkeys(["DropPlan", "materialize", "load_dropped", "load_any", "iterative_order"],
                     "drop"),
     **dict.fromkeys(["evaluate", "measure_speed", "sdr", "quantize", "run_study", "StudySettings",
