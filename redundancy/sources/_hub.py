@@ -20,14 +20,15 @@ from ._integrity import TOKENIZER_FILES, config_drift, mark_duplicates, mark_tok
 from ._presets import Preset
 from ._stages import sequence
 
-WEIGHTS = (".safetensors", ".bin", ".pt")
+WEIGHTS = (".safetensors", ".bin", ".pt", ".distcp")
 # what scoring needs from an HF checkpoint: weights, config, tokenizer; never optimizer state
 TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "*.model",
                       "*.tiktoken"]
 HF_FILES = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
             *TOKENIZER_PATTERNS]
 HF_BIN = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
-MEGATRON_FILES = ["mp_rank_*/model_optim_rng.pt"]
+# Megatron's two formats (sources/_megatron.py): torch (one file per rank) and torch_dist
+MEGATRON_FILES = ["mp_rank_*/model_optim_rng.pt", "common.pt", "metadata.json", ".metadata", "*.distcp"]
 
 
 def _api(token: str | None, endpoint: str | None):
