@@ -8,14 +8,15 @@ An `iter_N/` folder written by megatron/core/dist_checkpointing (strategies/torc
   `num_floating_point_operations_so_far` (the model's weights are not in it);
 - `.metadata` and `__R_K.distcp`: a PyTorch distributed checkpoint (torch.distributed.checkpoint): every
   tensor at its global shape, whatever the tensor-parallel split it was saved from, so no merge is
-  needed. Megatron adds to the `.metadata` pickle only `mcore_data` (per key: the original shape of
-  tensors it saved flattened, e.g. distributed-optimizer state) in `Metadata.planner_data`.
-Megatron's keys: the model's under `model.` are its sharded state dict keys: each decoder layer's
-tensors stacked along a leading layer dimension under `decoder.layers.` (TransformerBlock's
-`sharded_state_dict` with `sharded_offsets`), the norms under Transformer Engine's names also for the
-local spec (gpt_layer_specs.py `sharded_state_dict_keys_map`), and SwiGLU's fc1 as (2, ffn, hidden)
-per layer: gate then up (mlp.py `apply_swiglu_sharded_factory`). `_extra_state` and the RNG state are
-byte objects, never read here.
+  needed. Megatron adds to the `.metadata` pickle `all_local_plans` (every rank's SavePlan, kept to
+  reuse the plan on the next save: dist_checkpointing/strategies/state_dict_saver.py), and reads an
+  optional `mcore_data`; neither is needed to read the tensors.
+Megatron's keys (as written by megatron-core 0.16.1): the model's sharded state dict keys, each decoder
+layer's tensors stacked along a leading layer dimension under `decoder.layers.` (TransformerBlock's
+`sharded_state_dict` with `sharded_offsets`: `decoder.layers.mlp.linear_fc1.weight` is (layers,
+2 x ffn, hidden), gate rows then up rows as one rank of TP1), the norms under Transformer Engine's
+names also for the local spec (gpt_layer_specs.py `sharded_state_dict_keys_map`);
+`*._extra_state/shard_*` and `rng_state/shard_*` are byte objects, never read here.
 
 The `.metadata` pickle is read by PyTorch's weights-only unpickler with the DCP metadata classes
 allowed (sources/_safe_pickle.py), and the tensors by torch.distributed.checkpoint's own reader, which
@@ -103,10 +104,8 @@ def load_dist(folder: Path) -> dict[str, Any]:
     if "args" not in common or "iteration" not in common:
         raise SeriesError(f"{folder}/common.pt lacks args or iteration: not a Megatron checkpoint")
     metadata = read_metadata(folder)
-    wanted = {k: v for k, v in metadata.state_dict_metadata.items()
-              if k.startswith("model.") or k in ("embedding.word_embeddings.weight",)}
-    state = {k: torch.empty(v.size, dtype=v.properties.dtype) for k, v in wanted.items()
-             if isinstance(v, TensorStorageMetadata)}
+    state = {k: torch.empty(v.size, dtype=v.properties.dtype) for k, v in metadata.state_dict_metadata.items()
+             if isinstance(v, TensorStorageMetadata) and not k.startswith(("optimizer.", "rng_state"))}
     if not state:
         raise SeriesError(f"{folder} holds no model tensors (keys such as "
                           f"{sorted(metadata.state_dict_metadata)[:4]})")

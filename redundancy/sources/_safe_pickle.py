@@ -116,19 +116,28 @@ def safe_load(path: Path) -> Any:
 
 
 def safe_unpickle(file: IO[bytes], extra: dict[str, Any], where: Path | str) -> Any:
-    """A plain pickle stream (not a torch.save archive: torch.distributed.checkpoint's `.metadata`) read
-    by PyTorch's weights-only unpickler; `extra`: names it may hold beyond ALLOWED (name -> object).
-    Raises SeriesError as safe_load."""
+    """A plain pickle stream (not a torch.save archive: torch.distributed.checkpoint's `.metadata`,
+    protocol 4 with frames, which PyTorch's weights-only unpickler does not parse) read by a
+    `pickle.Unpickler` whose `find_class` answers only from PyTorch's weights-only allowlist, ALLOWED,
+    `extra` (name -> object) and megatron stand-ins, importing nothing. Raises SeriesError as safe_load,
+    at the first global outside them, before anything it names is looked up or called."""
     from torch import _weights_only_unpickler as wo
 
-    data = file.read()
-    names = wo.get_globals_in_pkl(io.BytesIO(data)) - set(wo._get_allowed_globals()) - set(extra)
-    pairs = allowed_globals(sorted(names), where) + [(obj, name) for name, obj in extra.items()]
-    with safe_globals(pairs):
-        try:
-            return wo.load(io.BytesIO(data), encoding="utf-8")
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-            raise _unreadable(where, exc) from None
+    known = {**wo._get_allowed_globals(), **ALLOWED, **dict((n, t) for t, n in _DTYPE_CLASSES), **extra}
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            qualname = f"{module}.{name}"
+            if qualname in known:
+                return known[qualname]
+            return allowed_globals([qualname], where)[-1][0]  # a megatron stand-in, or SeriesError
+
+    try:
+        return _Restricted(file).load()
+    except SeriesError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise _unreadable(where, exc) from None
 
 
 def _unreadable(path: Path | str, exc: BaseException) -> SeriesError:
