@@ -1,5 +1,11 @@
 """Write a Hugging Face Llama as a Megatron-LM tensor-parallel checkpoint, in either layout.
 
+Kept only where the real library does not write the checkpoint: tests/data/megatron/ holds what
+megatron-core 0.16.1 wrote (tests/make_megatron_fixtures.py); this writer serves the legacy
+`megatron/model` layout (test_megatron.test_legacy_layout_round_trip: the legacy model was not run
+with the real library) and test_crawl's MAP-Neo hub history, which cuts given Hugging Face models
+(512-token vocabulary, one seed per iteration) so their scores can be compared with the originals'.
+
 Written from Megatron's own code, not from our converter (multimodal-art-projection/Megatron-LM-NEO,
 the fork MAP-Neo trained with, commit c2054d20):
 - megatron/checkpointing.py `save_checkpoint` (L243-300): one `mp_rank_XX/model_optim_rng.pt` per
