@@ -25,6 +25,7 @@ loads each one with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,9 @@ def load_dist(folder: Path) -> dict[str, Any]:
         raise SeriesError(f"{folder} holds no model tensors (keys such as "
                           f"{sorted(metadata.state_dict_metadata)[:4]})")
     try:
-        load(state, storage_reader=_reader(folder, metadata), no_dist=True)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            load(state, storage_reader=_reader(folder, metadata), no_dist=True)
     except SeriesError:
         raise
     except Exception as exc:  # noqa: BLE001 - DCP wraps the reader's errors in CheckpointException
