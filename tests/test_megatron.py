@@ -48,8 +48,16 @@ BAR = 1e-4
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Path:
+    """A character tokenizer whose ids fit the fixtures' 128-row embedding (printable ASCII, else <unk>)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{chr(c): c - 29 for c in range(32, 127)}}  # ids < 98
+    inner = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    inner.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     folder = tmp_path_factory.mktemp("tok")
-    shared_tokenizer(128).save_pretrained(folder)  # the fixtures' vocabulary: 128 ids
+    PreTrainedTokenizerFast(tokenizer_object=inner, unk_token="<unk>", bos_token="<s>",
+                            eos_token="</s>").save_pretrained(folder)
     return folder
 
 
@@ -173,7 +181,6 @@ def test_convert_refuses_a_folder_that_is_not_megatron(tok, tmp_path):
         convert_megatron(tmp_path, tokenizer=tok, out=tmp_path.parent / "hf-none")
 
 
-@pytest.mark.slow
 def test_score_local_folder_of_iterations(tok, tmp_path, monkeypatch):
     """`score local:DIR` on Megatron iter_N/ folders: converted once into the cache, steps and tokens from
     the args; a second run converts nothing (the cache is kept) and skips the finished cells."""
@@ -190,8 +197,12 @@ def test_score_local_folder_of_iterations(tok, tmp_path, monkeypatch):
     assert cube.step.values.tolist() == [5, 10]
     assert cube.tokens.values.ravel().tolist() == [24 * SEQ, 56 * SEQ]
     assert int(cube.importance.notnull().sum()) > 0
-    converted = sorted((tmp_path / "cache" / "converted" / "local").glob("*/iter_*"))
-    assert [p.name for p in converted] == ["iter_0000005", "iter_0000010"]
+    converted = sorted(p.name for p in (tmp_path / "cache" / "converted" / "local").glob("*/iter_*"))
+    assert converted == ["iter_0000005", "iter_0000010"]
+    r = CliRunner().invoke(app, args)  # again: nothing converted anew, every cell already there
+    assert r.exit_code == 0 and "0 cells written" in r.output, r.output
+    again = sorted(p.name for p in (tmp_path / "cache" / "converted" / "local").glob("*/iter_*"))
+    assert again == converted
 
 
 def test_local_megatron_without_tokenizer_says_what_to_pass(tmp_path, monkeypatch):
@@ -202,7 +213,6 @@ def test_local_megatron_without_tokenizer_says_what_to_pass(tmp_path, monkeypatc
         open_series(f"local:{DATA / 'tp1_mha_torch'}")
 
 
-@pytest.mark.slow
 def test_hub_crawl_of_a_torch_dist_history(tok, tmp_path, monkeypatch):
     """MAP-Neo's layout on the hub (iter_N/ folders of one branch), written as torch_dist."""
     import redundancy as rd
