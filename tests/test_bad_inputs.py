@@ -1,5 +1,7 @@
-"""Every bad input a user met, through the real CLI in a subprocess: one line on stderr, no traceback,
-a non-zero exit, and the stores and inputs byte-identical afterwards."""
+"""Every bad input a user met, through the CLI: one line on stderr, no traceback, a non-zero exit, and the
+stores and inputs byte-identical afterwards. The CLI runs in this process (typer's runner, stderr apart;
+an exception escaping the command fails the test as a traceback would), the full and read-only disks
+through the installed script in a subprocess (tests/test_values_refused.py runs usage errors so too)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +16,7 @@ import pytest
 from _models import tiny_model
 from _support import make_tokenizer
 
-pytestmark = pytest.mark.slow  # every bad input runs the CLI in a subprocess
+pytestmark = pytest.mark.slow  # every bad input runs the CLI; scores, loads checkpoints
 
 FAST = ["-d", "math", "--samples", "4", "--seq-len", "32", "--batch-size", "4"]
 
@@ -24,6 +26,23 @@ def _files(*folders: Path) -> dict[str, bytes]:
 
 
 def cli(*args) -> subprocess.CompletedProcess:
+    """`redundancy ARGS` in this process: its exit code, stdout and stderr (an exception that escaped
+    the command, which the real script would print as a traceback, is put on stderr as one)."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from redundancy.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    err = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        err += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(r.exception))
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, err)
+
+
+def cli_process(*args) -> subprocess.CompletedProcess:
+    """`redundancy ARGS` as the installed script runs it: a subprocess."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "redundancy.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=600)
@@ -193,9 +212,11 @@ def tiny_fs(tmp_path):
 
 def test_full_and_read_only_disks(local_series, tiny_fs):
     full, ro = tiny_fs
-    one_line(cli("drop", local_series / "step-10", "--attn", "1", "--out", full / "d"), "disk is full")
+    one_line(cli_process("drop", local_series / "step-10", "--attn", "1", "--out", full / "d"),
+             "disk is full")
     assert not [p for p in full.iterdir()]  # the temporary folder was removed
-    one_line(cli("score", f"local:{local_series / 'step-10'}", "--out", ro / "c.zarr", *FAST), "read-only")
+    one_line(cli_process("score", f"local:{local_series / 'step-10'}", "--out", ro / "c.zarr", *FAST),
+             "read-only")
 
 
 def test_two_processes_create_one_fresh_store(tmp_path):
