@@ -325,6 +325,7 @@ def _missing(results: Path, model: str, step: int, plan: str, ppl_sets: list[str
     row = ds.sel(plan=plan, model=model, step=step)
     if recipe is not None:
         stored = _parse_recipe(row["recipe"].item()) if "recipe" in ds else {}
+        recipe = json.loads(json.dumps(recipe))  # as stored: tuples (ppl_sets' specs) read back as lists
         if stored != recipe:
             if any(v in row and bool(row[v].notnull().any()) for v in ("tokens_per_s", "score")):
                 what = ", ".join(_changed(stored, recipe)) if stored else "no record of what made it"
