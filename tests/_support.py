@@ -102,11 +102,33 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
 # What builtin:tiny's training reads besides its recipe (which keys its folder): the code, the texts and
 # tokenizer it trains on, the libraries. Trained from the same of all these, a series is the same series
 # (tests/test_builtin_series.py: deterministic), so the tests keep the demo's trained series between runs
-# in a folder named by their digest, and train again whenever any of them changes.
+# in a folder named by their digest, and train again whenever any of them changes. What is read is what
+# counts: the code's syntax tree without docstrings, the YAML's data, so that an edited comment or
+# docstring does not cost a clean machine (CI) the minutes of training again.
 REPO = Path(__file__).resolve().parent.parent
 TRAINING_INPUTS = ("redundancy/sources/_tiny.py", "redundancy/sources/_task.py",
                    "redundancy/sources/_suites.py", "redundancy/calibration/_corpora.py",
                    "redundancy/data/builtin_tiny.yaml", "redundancy/data/suites.yaml")
+
+
+def _meaning(path: Path) -> str:
+    """What a training input says, without its layout: a Python file's syntax tree less docstrings and
+    comments (ast.dump), a YAML file's data (JSON, keys sorted)."""
+    import ast
+
+    text = path.read_text()
+    if path.suffix == ".yaml":
+        import yaml
+
+        return json.dumps(yaml.safe_load(text), sort_keys=True)
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def trained_series_cache() -> Path:
@@ -119,7 +141,7 @@ def trained_series_cache() -> Path:
 
     digest = hashlib.sha256()
     for rel in TRAINING_INPUTS:
-        digest.update(rel.encode() + b"\0" + (REPO / rel).read_bytes())
+        digest.update(rel.encode() + b"\0" + _meaning(REPO / rel).encode() + b"\0")
     digest.update(f"{sys.version}|{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}"
                   .encode())
     root = Path(os.environ.get("REDUNDANCY_TEST_CACHE") or Path.home() / ".cache" / "redundancy-tests")
