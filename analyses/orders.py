@@ -8,46 +8,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-
-def order_kernel(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """scores (..., n) -> labels sorted by ascending score along the last axis; NaN last as -1."""
-    idx = np.argsort(np.where(np.isnan(scores), np.inf, scores), axis=-1, kind="stable")
-    out = labels[idx]
-    return np.where(np.take_along_axis(np.isnan(scores), idx, axis=-1), -1, out)
-
-
-def drop_order(scores: xr.DataArray | xr.Dataset, dim: str = "layer", metric: str = "importance",
-               sample_dim: str = "sample") -> xr.DataArray:
-    """Labels of `dim` in the order they are dropped (lowest score first), over a new dim `rank`.
-
-    `scores` is a DataArray, or a Dataset (the cube) from which `metric` is taken, averaged over
-    `sample_dim`: `drop_order(cube, metric="loss_delta")` orders by measured loss."""
-    if isinstance(scores, xr.Dataset):
-        scores = scores[metric].mean(sample_dim) if sample_dim in scores[metric].dims else scores[metric]
-    labels = scores[dim].values
-    out = xr.apply_ufunc(order_kernel, scores, kwargs=dict(labels=labels), input_core_dims=[[dim]],
-                         output_core_dims=[["rank"]], dask="parallelized",
-                         dask_gufunc_kwargs=dict(output_sizes={"rank": len(labels)}),
-                         output_dtypes=[labels.dtype])
-    return out.assign_coords(rank=np.arange(len(labels)))
-
-
-def joint_order(scores: xr.DataArray, modules: tuple[str, ...] = ("attn", "mlp"),
-                dim: str = "layer", module_dim: str = "module") -> xr.Dataset:
-    """Attention and MLP ranked in one list: a Dataset with `module` and `layer` over `rank`.
-
-    Every entry is a labelled (module, layer) pair; entries beyond a model's depth are ("", -1).
-    """
-    flat = scores.sel({module_dim: list(modules)}).stack(unit=(module_dim, dim))
-    units = np.arange(flat.sizes["unit"])
-    pos = drop_order(flat.drop_vars(["unit", module_dim, dim]).assign_coords(unit=units), dim="unit")
-    mods = np.asarray(flat[module_dim].values, dtype=object)
-    layers = np.asarray(flat[dim].values)
-    valid = pos >= 0
-    safe = pos.where(valid, 0)
-    module = xr.apply_ufunc(lambda p: mods[p], safe, dask="allowed").where(valid, "")
-    layer = xr.apply_ufunc(lambda p: layers[p], safe, dask="allowed").where(valid, -1)
-    return xr.Dataset({"module": module, "layer": layer.astype(int)})
+from redundancy.orders import drop_order, joint_order, order_kernel  # noqa: F401 - one home, re-exported
 
 
 def reverse_order(scores: xr.DataArray, dim: str = "layer") -> xr.DataArray:

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import xarray as xr
 
+from redundancy.orders import drop_order, final_step  # noqa: F401 - final_step re-exported
+
 from . import plots
 from .figures import save, step_flags, step_layer_heatmap
-from .orders import drop_order
 from .samples import bootstrap_interval
 from .stability import pairwise
 
@@ -27,14 +28,6 @@ def heatmaps(cube: xr.Dataset, out: Path, metric: str = "importance") -> list[Pa
             fig = step_layer_heatmap(da, title=title, metric=metric, flags=flags)
             paths += save(fig, out / f"heatmap_{_safe(model)}_{_safe(dataset)}_{metric}")
     return paths
-
-
-def final_step(cube: xr.Dataset, model) -> xr.Dataset:
-    """The model's last step that holds scores, with layers past its depth removed."""
-    m = cube.sel(model=model)
-    has = m["importance"].notnull().any([d for d in m["importance"].dims if d != "step"])
-    m = m.sel(step=m["step"][has.values][-1])
-    return m.sel(layer=m["importance"].notnull().any([d for d in m["importance"].dims if d != "layer"]))
 
 
 def model_figures(cube: xr.Dataset, model, out: Path, metric: str = "importance") -> list[Path]:

@@ -34,14 +34,18 @@ _LAZY = {
     **dict.fromkeys(["calibration_tokens", "heldout_tokens", "Calibration", "CALIBRATION_SETS"],
                     "calibration"),
     **dict.fromkeys(["Scorer", "score_layerwise", "METRICS"], "scoring"),
-    **dict.fromkeys(["score_series", "ScoreSettings", "Events", "load_checkpoint", "order_series"],
-                    "pipeline"),
+    **dict.fromkeys(["score_series", "Events", "load_checkpoint", "order_series", "score_history",
+                     "order_history", "open_histories", "EXECUTORS"], "pipeline"),
+    **dict.fromkeys(["ScoreSettings", "Selection", "HubAccess"], "settings"),
+    "StudySettings": "study.settings",
+    **dict.fromkeys(["drop_order", "joint_order", "order_from_cube"], "orders"),
     **dict.fromkeys(["CubeStore", "open_cube", "check_cube", "CubeReport"], "cube"),
     "convert_megatron": "sources._megatron",
     **dict.fromkeys(["DropPlan", "materialize", "load_dropped", "load_any", "iterative_order"],
                     "drop"),
-    **dict.fromkeys(["evaluate", "measure_speed", "sdr", "quantize", "run_study", "StudySettings",
-                     "perplexity", "open_results", "write_results", "results_table"], "study"),
+    **dict.fromkeys(["measure_speed", "sdr", "run_study", "study_from_cube", "open_results", "write_results",
+                     "results_table"], "study"),
+    "evaluate": "study.evaluate", "perplexity": "study.perplexity", "quantize": "study.quantize",
 }
 
 __all__ = [

@@ -104,26 +104,42 @@ def _packed(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     return _PACKED[key]
 
 
-def calibration_tokens(spec: str, tokenizer: Any, n: int, seq_len: int, seed: int = 0,
+def _resolved(spec: "str | CalibrationSet", text_field: str) -> CalibrationSet:
+    """A set resolved already (ScoreSettings.sets(): a folder is listed once per run) or a spec."""
+    return spec if isinstance(spec, CalibrationSet) else resolve_set(spec, text_field)
+
+
+def _check_counts(n: int, seq_len: int) -> None:
+    from ..errors import CalibrationError
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or isinstance(seq_len, bool) \
+            or not isinstance(seq_len, int) or seq_len < 2:
+        raise CalibrationError(f"need n >= 1 samples and seq_len >= 2 tokens, got n={n}, seq_len={seq_len}")
+
+
+def calibration_tokens(spec: "str | CalibrationSet", tokenizer: Any, n: int, seq_len: int, seed: int = 0,
                        text_field: str = "text") -> Calibration:
-    """Pack set `spec` (a name, a file or folder, or hf:...) with `tokenizer` into n windows of
-    seq_len tokens (see _packing.pack); `text_field` is the field read from files and hub rows."""
-    if n < 1 or seq_len < 2:
-        raise ValueError(f"need n >= 1 samples and seq_len >= 2 tokens, got n={n}, seq_len={seq_len}")
-    cset = resolve_set(spec, text_field)
+    """Pack set `spec` (a name, a file or folder, hf:..., or a CalibrationSet resolved already) with
+    `tokenizer` into n windows of seq_len tokens (see _packing.pack): `tokens` (n, seq_len) int64.
+    `text_field` is the field read from files and hub rows.
+
+    Raises CalibrationError (n below 1, seq_len below 2, a set too short for the windows, an
+    unreadable file), NotFoundError (an unknown set name)."""
+    _check_counts(n, seq_len)
+    cset = _resolved(spec, text_field)
     tokens = _packed((cset.source or cset.name, _tokenizer_key(tokenizer), n, seq_len, seed),
                      lambda: pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=cset.name))
     settings = dict(n_samples=n, seq_len=seq_len, seed=seed, pool_factor=POOL_FACTOR, packing=PACKING)
     return Calibration(cset.name, tokens, fingerprint(tokens), settings, cset.source)
 
 
-def heldout_tokens(spec: str, tokenizer: Any, n: int, seq_len: int, scored: tuple[int, int],
-                   text_field: str = "text") -> Calibration:
-    """n windows of set `spec` that no scoring run with `scored` = (n_samples, seq_len) can have
-    drawn, whatever its seed: the windows after its pool (see _packing.pack_heldout)."""
-    if n < 1 or seq_len < 2:
-        raise ValueError(f"need n >= 1 samples and seq_len >= 2 tokens, got n={n}, seq_len={seq_len}")
-    cset, after = resolve_set(spec, text_field), pool_tokens(*scored)
+def heldout_tokens(spec: "str | CalibrationSet", tokenizer: Any, n: int, seq_len: int,
+                   scored: tuple[int, int], text_field: str = "text") -> Calibration:
+    """n windows (n, seq_len) of set `spec` that no scoring run with `scored` = (n_samples, seq_len)
+    can have drawn, whatever its seed: the windows after its pool (see _packing.pack_heldout).
+    Raises what calibration_tokens raises."""
+    _check_counts(n, seq_len)
+    cset, after = _resolved(spec, text_field), pool_tokens(*scored)
     tokens = _packed(("heldout", cset.source or cset.name, _tokenizer_key(tokenizer), n, seq_len, after),
                      lambda: pack_heldout(cset.documents(), tokenizer, n, seq_len, after, set_name=cset.name))
     settings = dict(n_samples=n, seq_len=seq_len, after_token=after, packing=PACKING)

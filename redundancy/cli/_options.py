@@ -12,10 +12,8 @@ from typing import Any, Callable, Iterable, List, Optional
 import typer
 
 from ..errors import OutputError, RedundancyError
+from ..settings import HubAccess, Selection
 
-HUB = "Hub histories (hub:ORG/NAME and hub suites)"
-
-EXECUTORS = ("local", "ray")
 STRATEGIES = ("one-shot", "iterative")
 
 
@@ -61,33 +59,6 @@ def one_of(kind: str, names: Callable[[], Iterable[str]]) -> Callable:
     return check
 
 
-def _tokens_per_step(value: Optional[float]) -> Optional[float]:
-    from ..sources._presets import check_tokens_per_step
-
-    return check_tokens_per_step(value)
-
-
-def _pattern(value: Optional[str]) -> Optional[str]:
-    from ..sources._presets import check_pattern
-
-    return None if value is None else check_pattern(value)
-
-
-def _every(value: Optional[str]) -> Optional[str]:
-    """A token count above 0 ('500B'), as the library reads it; kept as written. Raises SeriesError."""
-    from ..sources._select import grid_spacing
-
-    if value is not None:
-        grid_spacing(value)
-    return value
-
-
-def _max_n(value: Optional[int]) -> Optional[int]:
-    from ..sources._select import check_max_n
-
-    return check_max_n(value)
-
-
 def resolve_out(value: Optional[Path]) -> Optional[Path]:
     """An output path, a symlink followed once, here: every writer then works on the folder the link
     names (its atomic renames happen beside the target, and a link to an empty folder or to a
@@ -126,13 +97,6 @@ def existing(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path
     return value
 
 
-def _folder_or_new(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
-    """A folder to use or create, not an existing file. Raises OutputError."""
-    if value is not None and value.exists() and not value.is_dir():
-        raise OutputError(f"{_flag(param)} {value}: is a file, not a folder")
-    return value
-
-
 def _tasks(value: List[str]) -> List[str]:
     """lm-eval task names it knows (its index is built once, ~10 s); the built-in tasks.
     Raises NotFoundError with the closest names."""
@@ -143,19 +107,9 @@ def _tasks(value: List[str]) -> List[str]:
     return value
 
 
-def _dtypes() -> list[str]:
-    from ..pipeline.settings import DTYPES
-    return list(DTYPES)
-
-
 def _metrics() -> list[str]:
     from ..scoring import METRICS
     return METRICS.names()
-
-
-def _presets() -> list[str]:
-    from ..sources import PRESETS
-    return PRESETS.names()
 
 
 def modules() -> tuple[str, ...]:
@@ -183,6 +137,30 @@ def eval_presets() -> list[str]:
 
 # ---- options -------------------------------------------------------------------------------------
 
+def setting(cls: type, name: str, *, preset: str | None = None) -> Any:
+    """The option of settings field `name` of `cls` (redundancy/settings.py), as declared there:
+    names, help, default (or run preset `preset`'s value) and check (run as the command line is
+    parsed, and again when the command builds the settings object)."""
+    from .._settings import default_of, option_of, preset_values
+
+    opt = option_of(cls, name)
+    default = default_of(cls, name)
+    if preset is not None:
+        default = preset_values(cls, preset).get(name, default)
+    if isinstance(default, dict):  # plan counts: {'attn': [2, 4]} is written attn=2,4
+        default = [f"{k}={','.join(map(str, v))}" for k, v in default.items()]
+    elif isinstance(default, tuple):
+        default = list(default)
+    check = None
+    if opt.check is not None:  # at parse time too: a command that builds no settings object checks it
+        def check(param: typer.CallbackParam, value: Any) -> Any:
+            if value is not None or default is not None:
+                opt.check(value, _flag(param))
+            return value  # as typed: the settings object normalizes it when it is built
+    return typer.Option(default, *opt.flags, help=opt.help, rich_help_panel=opt.panel, envvar=opt.envvar,
+                        hidden=opt.hidden, callback=check)
+
+
 def out(help: str, default: Any = ..., short: bool = True) -> Any:
     """--out (and -o), its symlink followed once (resolve_out)."""
     names = ("--out", "-o") if short else ("--out",)
@@ -194,67 +172,33 @@ def count(default: Any, help: str | None = None, minimum: int = 1) -> Any:
     return typer.Option(default, help=help, callback=at_least(minimum))
 
 
-def dtype(default: str) -> Any:
-    return typer.Option(default, help="float32, bfloat16 or float16", callback=one_of("dtype", _dtypes))
-
-
 def metric(default: str, help: str = "metric variable", *names: str) -> Any:
     return typer.Option(default, *names, help=help, callback=one_of("metric", _metrics))
 
 
-DATASETS_HELP = ("calibration set: a name (`redundancy datasets`), a file or folder "
-                 "(.jsonl .json .parquet .csv .txt), or hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]; "
-                 "repeat for several")
-TEXT_FIELD = typer.Option("text", help="the field holding the text in files and hub rows")
-METRICS = typer.Option([], "--metric", help="metrics to store (repeat); default: importance, "
-                       "importance_no_residual, angular_distance, relative_magnitude; exact ablation: "
-                       "loss_delta, kl; first-order estimate: loss_delta_grad",
-                       callback=one_of("metric", _metrics))
-SEED = typer.Option(0, help="seed choosing the windows (0 or more)", callback=at_least(0))
-DEVICE = typer.Option("cpu", help="cpu, cuda, cuda:1, ...")
-LAYERWISE = typer.Option(False, help="one decoder layer on the device at a time "
-                         "(models larger than the device)")
+def _executors() -> list[str]:
+    from ..pipeline import EXECUTORS
+    return EXECUTORS.names()
+
+
 EXECUTOR = typer.Option("local", help="local (this process) or ray (a task per checkpoint)",
-                        callback=one_of("executor", lambda: EXECUTORS))
+                        callback=one_of("executor", _executors))
 WORKERS = typer.Option(None, help="with --executor ray: checkpoints scored at once (default: as many as the "
                        "CPUs or GPUs allow)", callback=at_least(1))
 OVERWRITE = typer.Option(False, help="replace an existing non-empty --out")
 CHECKPOINT = "a Hugging Face checkpoint folder"
 TASKS = typer.Option([], "--task", help="more lm-eval task names (repeat)", callback=_tasks)
 
-NAMES = "Step names (hub histories and local:DIR folders)"
-
-# local:DIR takes these three too: how its folder names read (sources/_steps.py)
-PRESET = typer.Option(None, help="a name from `redundancy list --help`'s presets: pythia, olmo, olmo2, "
-                      "olmo3, smollm3, map-neo, tinyllama, ...; for local:DIR, how folder names read",
-                      rich_help_panel=NAMES, callback=one_of("series preset", _presets))
-STAGE = typer.Option([], "--stage", help="training stages to keep (multi-stage histories; repeat)",
-                     rich_help_panel=HUB)
-PATTERN = typer.Option(None, help="regex with (?P<step>...) (and maybe (?P<tokens>...), (?P<stage>...)) "
-                       "for branch or folder names no preset knows", rich_help_panel=NAMES,
-                       callback=_pattern)
-TPS = typer.Option(None, "--tokens-per-step", help="tokens per step when names do not say (above 0)",
-                   rich_help_panel=NAMES, callback=_tokens_per_step)
-EVERY = typer.Option(None, help="token grid, e.g. 500B: the checkpoint nearest each point",
-                     rich_help_panel=HUB, callback=_every)
-STEPS = typer.Option([], "--step", help="exact steps (repeat)", rich_help_panel=HUB, callback=at_least(0))
-MAXN = typer.Option(None, "--max", help="at most N checkpoints, evenly spread (2 or more: the first and "
-                    "the last are always kept)", rich_help_panel=HUB, callback=_max_n)
-TOKEN = typer.Option(None, envvar="HF_TOKEN", help="hub token for gated or private repos",
-                     rich_help_panel=HUB)
-ENDPOINT = typer.Option(None, envvar="HF_ENDPOINT", hidden=True)
-CACHE_DIR = typer.Option(None, help="hub cache (default: HF_HUB_CACHE)", rich_help_panel=HUB,
-                         callback=_folder_or_new)
-KEEP = typer.Option(False, help="keep each checkpoint in the hub cache after scoring",
-                    rich_help_panel=HUB)
-TOKENIZER = typer.Option(None, help="tokenizer repo or folder: for Megatron histories, and revisions "
-                         "uploaded without one", rich_help_panel=HUB)
+# which checkpoints of a history (local:DIR takes the first three: how its folder names read), and
+# how the hub is reached: declared in redundancy/settings.py (Selection, HubAccess)
+PRESET, PATTERN, TPS = (setting(Selection, n) for n in ("preset", "pattern", "tokens_per_step"))
+EVERY, STEPS, MAXN, STAGE = (setting(Selection, n) for n in ("every", "steps", "max_n", "stages"))
+TOKEN, ENDPOINT, CACHE_DIR, KEEP, TOKENIZER = (setting(HubAccess, n) for n in
+                                               ("token", "endpoint", "cache_dir", "keep", "tokenizer"))
 
 
-def hub_args(preset: Optional[str], pattern: Optional[str], tokens_per_step: Optional[float],
-             every: Optional[str], steps: List[int], max_n: Optional[int], token: Optional[str],
-             endpoint: Optional[str], stages: List[str]) -> dict[str, Any]:
-    """The selection options of a hub history, as sources.open_series takes them (a local folder
-    takes preset, pattern and tokens_per_step only: the others are refused there)."""
-    return dict(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
-                steps=steps or None, max_n=max_n, token=token, endpoint=endpoint, stages=stages or None)
+def selection(preset: Optional[str], pattern: Optional[str], tokens_per_step: Optional[float],
+              every: Optional[str], steps: List[int], max_n: Optional[int], stages: List[str]) -> Selection:
+    """The Selection the options above name (checked as it is built)."""
+    return Selection(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
+                     steps=steps, max_n=max_n, stages=stages)

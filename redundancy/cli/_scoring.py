@@ -1,123 +1,103 @@
-"""The scoring commands' work with progress bars: open the series and the store, report what a hub
-selection holds, score (locally or as Ray tasks), order."""
+"""Progress bars and summaries for `score`, `crawl` and `order`; the work is pipeline.score_history
+and order_history."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from rich.progress import Progress
-
-from ..cube import CubeStore
-from ..errors import RedundancyError
-from ..pipeline import Events, ScoreSettings, score_series
+from ..pipeline import Events
+from ..settings import HubAccess, ScoreSettings, Selection
 from ._console import bars, console
 
 
-def score_command(spec: str | list, out: Path, settings: ScoreSettings,
-                  hub_args: dict[str, Any] | None = None,
-                  fetch_args: dict[str, Any] | None = None, executor: str = "local",
-                  workers: int | None = None) -> Events:
-    """Score every series `spec` names (or a list of Series) into the cube at `out`; hub histories
-    are listed and reported first, then fetched checkpoint by checkpoint."""
-    from ..sources import is_hub
+def score_command(spec: str | list, out: str | Path, settings: ScoreSettings, *,
+                  selection: Selection | None = None, access: HubAccess | None = None,
+                  executor: str = "local", workers: int | None = None) -> Events:
+    """pipeline.score_history with progress bars: a transient bar while a series is made ready,
+    each hub selection printed before any download, a bar of checkpoints and one of samples."""
+    from ..pipeline import score_history
 
-    if executor not in ("local", "ray"):
-        raise RedundancyError(f"--executor {executor!r} is not one of local, ray")
-    store = CubeStore.open(out, settings.calibration())  # refuse a bad --out before any work (or network)
-    fetcher = _fetcher(hub_args, fetch_args or {}) if isinstance(spec, str) and is_hub(spec) else None
-    serieses = spec if isinstance(spec, list) else _open(spec, hub_args or {})
-    with bars() as progress:
-        if fetcher is not None:
-            _report(serieses)
-        written = [w for s in serieses for w in _score_one(s, store, settings, progress, fetcher, executor,
-                                                           workers).written]
-    total = sum(len(s.checkpoints) for s in serieses) * len(settings.datasets)
-    console.print(f"{len(written)} cells written to {out} ({total - len(written)} already there)")
-    return Events(written=written)
+    serieses: list = []
+    opening, progress = _Opening(), bars()  # one live display at a time: the scoring bars start after
+    ckpts = progress.add_task("checkpoints", total=None)
+    batch = progress.add_task("samples", total=None, visible=executor == "local")  # Ray: in the workers
 
-
-def _open(spec: str, hub_args: dict[str, Any]) -> list:
-    """The series of `spec`, with a bar only while something reports progress (training builtin:tiny,
-    listing a hub history): a series refused at once prints its one-line error and nothing else."""
-    from ..sources import open_all
-
-    shown: dict[str, Any] = {}
-
-    def report(what: str, done: int, total: int) -> None:
-        if not shown:
-            shown["bars"] = bars()
-            shown["bars"].live.transient = True  # gone once the series is ready, as before scoring
-            shown["bars"].start()
-            shown["task"] = shown["bars"].add_task(what, total=None)
-        shown["bars"].update(shown["task"], description=what, completed=done, total=total)
-
-    try:
-        return open_all(spec, report, **hub_args)
-    finally:
-        if shown:
-            shown["bars"].stop()
-
-
-def _fetcher(hub_args: dict | None, fetch_args: dict[str, Any]):
-    from ..sources._fetch import HubFetcher
-
-    hub_args = hub_args or {}
-    return HubFetcher(fetch_args.get("cache_dir"), hub_args.get("token"), hub_args.get("endpoint"),
-                      fetch_args.get("keep", False), fetch_args.get("tokenizer"))
-
-
-def _report(serieses: list) -> None:
-    """What each hub selection holds, and every integrity flag, before anything is downloaded."""
-    from .info import flag_report
-
-    for series in serieses:
-        dups = sum(c.duplicate_of is not None for c in series.checkpoints)
-        console.print(f"{series.model}: {len(series.checkpoints)} checkpoints selected "
-                      f"({dups} byte-identical to another)")
-        for line in flag_report(series.checkpoints):
-            console.print(line)
-
-
-def _score_one(series, store: CubeStore, settings: ScoreSettings, progress: Progress, fetcher, executor: str,
-               workers: int | None) -> Events:
-    ckpts = progress.add_task(f"checkpoints of {series.model}", total=len(series.checkpoints))
-    batch = progress.add_task("samples", total=None)
+    def on_series(series) -> None:
+        opening.stop()
+        if not serieses:
+            progress.start()
+        serieses.append(series)
+        progress.reset(ckpts, total=len(series.checkpoints), description=f"checkpoints of {series.model}")
 
     def on_ckpt(ckpt, state: str) -> None:
-        progress.update(ckpts, description=f"step {ckpt.step} of {series.model}: {state}",
+        progress.update(ckpts, description=f"step {ckpt.step} of {serieses[-1].model}: {state}",
                         advance=int(state != "scoring"))
 
-    events = Events(checkpoint=on_ckpt,
-                    dataset=lambda name, n: progress.reset(batch, total=n, description=f"samples of {name}"),
-                    batches=lambda n: progress.advance(batch, n), log=lambda msg: progress.console.print(msg))
-    if executor == "ray":  # per-batch progress stays in the workers: checkpoints only
-        from ..pipeline.ray_executor import score_series_ray
+    def on_dataset(name: str, n: int) -> None:
+        progress.reset(batch, total=n, description=f"samples of {name}")
 
-        progress.remove_task(batch)
-        score_series_ray(series, store.path, settings, events, fetcher=fetcher, num_workers=workers)
-    else:
-        score_series(series, store, settings, events, fetcher)
-        progress.remove_task(batch)
+    events = Events(checkpoint=on_ckpt, opening=opening.update, series=on_series,
+                    selected=lambda s: (opening.stop(), _report(s)), dataset=on_dataset,
+                    batches=lambda n: progress.advance(batch, n), log=lambda msg: progress.console.print(msg))
+    try:
+        score_history(spec, out=out, settings=settings, selection=selection, access=access, executor=executor,
+                      workers=workers, events=events)
+    finally:
+        opening.stop()
+        if serieses:  # started
+            progress.stop()
+    total = sum(len(s.checkpoints) for s in serieses) * len(settings.datasets)
+    done = len(events.written)
+    console.print(f"{done} cells written to {out} ({total - done} already there)")
     return events
 
 
-def order_command(series_spec: str, store_path: Path, settings_args: dict, steps: list[int],
-                  modules: list[str], metric: str) -> list:
-    """Iterative and one-shot orders for the chosen steps, with the store's calibration settings."""
-    from ..families import MODULES
-    from ..pipeline import make_settings, order_series
-    from ..scoring import METRICS
-    from ..sources import open_series
+class _Opening:
+    """A transient bar, shown only while something reports progress (training builtin:tiny, listing a
+    hub history): a series refused at once prints its one-line error and nothing else."""
 
-    for m in modules:
-        if m not in MODULES:
-            raise RedundancyError(f"--module {m!r} is not one of {', '.join(MODULES)}")
-    METRICS.get(metric)
-    stored = CubeStore.open(store_path).settings()
-    settings = make_settings(samples=stored["n_samples"], seq_len=stored["seq_len"], seed=stored["seed"],
-                             **settings_args)
-    store = CubeStore.open(store_path, settings.calibration())
-    written = order_series(open_series(series_spec), store, settings, steps, modules, metric,
-                           Events(log=lambda msg: console.print(msg)))
-    console.print(f"{len(written)} order cells written to {store_path}")
+    def __init__(self) -> None:
+        self.bars: Any = None
+
+    def update(self, what: str, done: int, total: int) -> None:
+        if self.bars is None:
+            self.bars = bars()
+            self.bars.live.transient = True  # gone once the series is ready, as before scoring
+            self.bars.start()
+            self.task = self.bars.add_task(what, total=None)
+        self.bars.update(self.task, description=what, completed=done, total=total)
+
+    def stop(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+            self.bars = None
+
+    def __enter__(self) -> "_Opening":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _report(series) -> None:
+    """What a hub selection holds, and every integrity flag, before anything is downloaded."""
+    from .info import flag_report
+
+    dups = sum(c.duplicate_of is not None for c in series.checkpoints)
+    console.print(f"{series.model}: {len(series.checkpoints)} checkpoints selected "
+                  f"({dups} byte-identical to another)")
+    for line in flag_report(series.checkpoints):
+        console.print(line)
+
+
+def order_command(spec: str, out: str | Path, settings: ScoreSettings, *, steps: Sequence[int],
+                  modules: Sequence[str], metric: str, selection: Selection | None = None,
+                  access: HubAccess | None = None) -> list:
+    """pipeline.order_history, printing each step's progress and what was written."""
+    from ..pipeline import order_history
+
+    events = Events(log=lambda msg: console.print(msg))
+    written = order_history(spec, out=out, settings=settings, steps=steps, modules=modules, metric=metric,
+                            selection=selection, access=access, events=events)
+    console.print(f"{len(written)} order cells written to {out}")
     return written

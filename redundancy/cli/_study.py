@@ -2,76 +2,29 @@
 evaluation and quantization of one checkpoint (printing and saving only; the work is in study/)."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import RedundancyError
-from ..study import StudySettings, open_results, results_table, run_study
+from ..study import open_results, results_table, study_from_cube
+from ..study.settings import StudySettings
 from ._console import console
 
-KINDS = ("attn", "mlp", "block", "joint")
 
+def study_command(checkpoint: Path, *, store: "str | Path", out: Path, settings: StudySettings,
+                  model: str | None = None, step: int | None = None) -> Path:
+    """study.study_from_cube with its log on the console, then Table 1 printed and saved, and the
+    accuracy-vs-dropped curve drawn (analyses joins here: the library never imports it)."""
+    from ..sources import read_step
 
-def stored_order(store: Path | None, dataset: str | None, kind: str, strategy: str,
-                 metric: str = "importance"):
-    """The order of the cube's last scored step (one model, one dataset): layers, or (module,
-    layer) pairs for joint."""
-    import analyses
-
-    from ..cube import open_cube
-
-    if store is None or dataset is None:
-        raise RedundancyError("--kind needs --store and --dataset to read the order from")
-    cube = open_cube(store)
-    if cube.sizes["model"] != 1:
-        raise RedundancyError(f"{store} holds several models; score the one you drop into its own store")
-    m = analyses.report.final_step(cube, cube["model"].values[0]).sel(dataset=dataset)
-    if metric not in m:
-        raise RedundancyError(f"{store} holds no {metric}; score it with --metric {metric}")
-    if kind == "joint":
-        j = analyses.joint_order(m[metric].mean("sample"))
-        return [(str(a), int(b)) for a, b in zip(j["module"].values, j["layer"].values) if b >= 0]
-    if strategy == "iterative":
-        if "drop_order" not in m:
-            raise RedundancyError(f"{store} holds no iterative orders: run `redundancy order` first")
-        order = m["drop_order"].sel(strategy="iterative", module=kind).values
-    else:
-        order = analyses.drop_order(m.sel(module=kind), metric=metric).values
-    return [int(x) for x in order if x >= 0]
-
-
-def study_command(checkpoint: Path, store: Path, dataset: str, out: Path, s: StudySettings, model: str,
-                  step: int, order_metric: str = "importance") -> Path:
-    """Orders from the cube's last step -> plans -> evaluate, time, quantize -> table and curves."""
-    from .._atomic import check_output
-    from .._device import check_device
-
-    check_device(s.device)
-    # an existing study resumes
-    check_output(out, [checkpoint] + ([store] if isinstance(store, Path) else []), overwrite=True,
-                 kind="study")
-    orders = {kind: stored_order(store, dataset, kind, "one-shot", order_metric)
-              for kind in KINDS if s.ks.get(kind)}
-    if s.ppl_samples > 0 and not s.ppl_sets:
-        s = heldout_from_cube(s, store)
-    results = run_study(checkpoint, orders, out, s, model, step, log=console.print)
+    results = study_from_cube(checkpoint, store=store, out=out, settings=settings, model=model, step=step,
+                              log=console.print)
+    model = model or Path(checkpoint).resolve().name
+    step = read_step(checkpoint).step if step is None else step
     table_command(results, model, step, out / "table")
-    curves(results, model, step, dataset, out / "figures" / "accuracy_vs_dropped")
+    curves(results, model, step, settings.dataset, out / "figures" / "accuracy_vs_dropped")
     return results
-
-
-def heldout_from_cube(s: StudySettings, store: Path) -> StudySettings:
-    """Perplexity on every calibration set of the cube, after the windows its scoring could draw."""
-    from ..calibration._spec import spec_of
-    from ..cube import CubeStore, open_cube
-
-    cube = CubeStore(store)
-    settings = cube.settings()
-    labels = [str(d) for d in open_cube(store)["dataset"].values]
-    return replace(s, ppl_sets={d: spec_of(d, cube.dataset_source(d)) for d in labels},
-                   scored=(settings["n_samples"], settings["seq_len"]))
 
 
 def curves(results: Path, model: str, step: int, dataset: str, path: Path) -> list[Path]:

@@ -7,11 +7,6 @@ from pathlib import Path
 from . import _options as o
 from ._app import command
 
-# The study chain on builtin:tiny's final step: a few k per kind; prompt + new tokens fit its
-# 256-token context (the study times 2048 + 2048).
-DEMO_STUDY = dict(ks={"attn": [2, 4, 6], "mlp": [2, 4], "block": [2, 4], "joint": [4]}, prompt_tokens=128,
-                  new_tokens=64, speed_batch=4, repeats=5, quant_samples=32, n_grid=10, ppl_samples=32)
-
 
 @command()
 def demo(out: Path = o.out("folder for the cube and figures", Path("out/demo"), short=False)) -> None:
@@ -34,18 +29,16 @@ def _demo_cube(out: Path) -> list[Path]:
     import analyses
 
     from ..cube import open_cube
-    from ..pipeline import ScoreSettings
+    from ..settings import ScoreSettings
     from ..sources._tiny import build_tiny_series
     from ._console import console
     from ._scoring import order_command, score_command
     from .figures import open_for_figures
 
-    settings = ScoreSettings()
+    settings = ScoreSettings.from_preset("score")
     score_command("builtin:tiny", out / "cube.zarr", settings)
-    order_settings = dict(datasets=settings.datasets, batch_size=settings.batch_size,
-                          device=settings.device, dtype=settings.dtype)
-    order_command("builtin:tiny", out / "cube.zarr", order_settings, [], ["block", "attn", "mlp"],
-                  "importance")
+    order_command("builtin:tiny", out / "cube.zarr", settings, steps=[], modules=["block", "attn", "mlp"],
+                  metric="importance")
     made = analyses.draw_all(open_for_figures(out / "cube.zarr", "importance"), out / "figures", "importance")
     cube = open_cube(out / "cube.zarr").isel(step=-1).sel(model="builtin:tiny")
     for dataset in cube["dataset"].values:
@@ -59,14 +52,15 @@ def _demo_cube(out: Path) -> list[Path]:
 
 def _demo_study(out: Path) -> list[Path]:
     from ..sources import open_series
-    from ..study import StudySettings
+    from ..study.settings import StudySettings
     from ._console import console
     from ._study import study_command
 
     final = open_series("builtin:tiny").checkpoints[-1]
-    console.print(f"study chain on builtin:tiny step {final.step}, orders from prose")
-    study_command(Path(final.path), out / "cube.zarr", "prose", out / "study", StudySettings(**DEMO_STUDY),
-                  "builtin:tiny", final.step)
+    settings = StudySettings.from_preset("demo")
+    console.print(f"study chain on builtin:tiny step {final.step}, orders from {settings.dataset}")
+    study_command(Path(final.path), store=out / "cube.zarr", out=out / "study", settings=settings,
+                  model="builtin:tiny", step=final.step)
     return sorted((out / "study" / "figures").glob("*.p*"))
 
 
@@ -75,10 +69,10 @@ def _demo_suite(out: Path) -> list[Path]:
     import analyses
 
     from ..cube import open_cube
-    from ..pipeline import ScoreSettings
+    from ..settings import ScoreSettings
     from ._scoring import score_command
 
-    settings = ScoreSettings(datasets=("prose",), n_samples=16, seq_len=64)
+    settings = ScoreSettings.from_preset("demo-suite")
     score_command("suite:tiny-seeds", out / "suite.zarr", settings)
     imp = open_cube(out / "suite.zarr").importance.sel(dataset="prose").mean("sample")
     steps = [int(imp.step[1]), int(imp.step[-1])]
@@ -94,15 +88,14 @@ def _demo_proxy(out: Path) -> list[Path]:
     import analyses
 
     from ..cube import open_cube
-    from ..pipeline import ScoreSettings
+    from ..settings import ScoreSettings
     from ..sources import Series, open_series
     from ._scoring import score_command
 
     series = open_series("builtin:tiny")
     ckpts = series.checkpoints
     steps = [ckpts[0], ckpts[len(ckpts) // 2], ckpts[-1]]
-    settings = ScoreSettings(datasets=("prose",),
-                             metrics=("importance", "loss_delta", "kl", "loss_delta_grad"))
+    settings = ScoreSettings.from_preset("demo-proxy")
     score_command([Series(series.model, steps)], out / "proxy.zarr", settings)
     cube = open_cube(out / "proxy.zarr").sel(model="builtin:tiny", dataset="prose")
     final = cube.isel(step=-1)

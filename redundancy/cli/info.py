@@ -27,8 +27,8 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
     Downloads no weights."""
     from ..sources import open_series
 
-    series = open_series(f"hub:{repo}", **o.hub_args(preset, pattern, tokens_per_step, every, steps, max_n,
-                                                       token, endpoint, stages))
+    selection = o.selection(preset, pattern, tokens_per_step, every, steps, max_n, stages)
+    series = open_series(f"hub:{repo}", **selection.series_args(), token=token, endpoint=endpoint)
     for line in listing(series.checkpoints):
         typer.echo(line)
 

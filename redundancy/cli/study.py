@@ -7,8 +7,16 @@ from typing import List, Optional
 
 import typer
 
+from ..study.settings import StudySettings
 from . import _options as o
 from ._app import command
+
+
+def _T(field: str, *flags: str):  # noqa: N802 - an option of StudySettings, as declared there
+    option = o.setting(StudySettings, field)
+    if flags:  # another command's name for the same setting (evaluate's --batch-size)
+        option.param_decls = flags
+    return option
 
 
 @command()
@@ -32,14 +40,17 @@ def drop(checkpoint: Path = typer.Argument(..., help=o.CHECKPOINT, callback=o.ex
     (trust_remote_code=True; pure block drops need no custom code)."""
     from ..drop import DropPlan, materialize
     from ..errors import RedundancyError
+    from ..orders import order_from_cube
     from ._console import console
-    from ._study import stored_order
 
     if kind is None:
         b = _ints(block)
         plan = DropPlan(_ints(attn) + b, _ints(mlp) + b, "custom")
+    elif store is None or dataset is None:
+        raise RedundancyError("--kind needs --store and --dataset to read the order from")
     else:
-        plan = DropPlan.from_order(kind, stored_order(store, dataset, kind, strategy), k or 0)
+        order = order_from_cube(store, dataset=dataset, kind=kind, strategy=strategy)
+        plan = DropPlan.from_order(kind, order, k or 0)
     if not plan.attn and not plan.mlp:
         raise RedundancyError("the plan drops nothing: give --attn/--mlp/--block, "
                               "or --kind with --k and --store")
@@ -58,8 +69,7 @@ def _ints(text: str) -> tuple[int, ...]:
 @command("evaluate")
 def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (dropped or not)",
                                                callback=o.existing),
-              preset: Optional[str] = typer.Option("builtin", help="paper or builtin; '' for none",
-                                                   callback=o.one_of("evaluation preset", o.eval_presets)),
+              preset: Optional[str] = _T("preset"),
               tasks: List[str] = o.TASKS,
               out: Optional[Path] = o.out("results store (zarr) to add the scores to", None, short=False),
               model: Optional[str] = typer.Option(None, help="model name in the results "
@@ -67,9 +77,8 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
               step: Optional[int] = o.count(None, "training step (default: read from the folder as "
                                             "`score local:` reads it)", minimum=0),
               plan: str = typer.Option("baseline", help="plan name in the results, e.g. Attn-4"),
-              batch_size: int = o.count(16, "examples per forward pass"),
-              limit: Optional[int] = o.count(None, "examples per task (default: all)"),
-              device: str = o.DEVICE) -> None:
+              batch_size: int = _T("eval_batch", "--batch-size"), limit: Optional[int] = _T("limit"),
+              device: str = _T("device")) -> None:
     """Evaluate with lm-eval in memory: the study's tasks (paper), the built-in ones, or any names.
     Scores print with lm-eval's standard errors; --out stores both."""
     from .._device import check_device
@@ -100,13 +109,13 @@ def quantize(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (d
              out: Path = o.out("folder for the 4-bit checkpoint"),
              method: str = typer.Option("awq", help="awq or gptq (W4A16, through llmcompressor)",
                                         callback=o.one_of("quantization method", o.quant_methods)),
-             group_size: int = o.count(128, "weights per scale; must divide every layer width"),
+             group_size: int = _T("group_size"),
              calibration: str = typer.Option("prose", help="calibration set"),
-             samples: int = o.count(64, "calibration windows"),
+             samples: int = _T("quant_samples", "--samples"),
              seq_len: int = o.count(128, "tokens per calibration window (2 or more)", minimum=2),
              overwrite: bool = o.OVERWRITE) -> None:
     """Quantize CHECKPOINT to 4-bit weights; the output reloads like any checkpoint (CPU too)."""
-    from ..study import quantize as quantize_model
+    from ..study.quantize import quantize as quantize_model
     from ._console import console
 
     path = quantize_model(checkpoint, out, method=method, group_size=group_size, calibration=calibration,
@@ -114,69 +123,31 @@ def quantize(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (d
     console.print(f"{method.upper()} W4A16 (group size {group_size}) -> {path}")
 
 
-def _ks(specs: List[str]) -> dict[str, list[int]]:
-    """['attn=2,4', 'block=4'] -> {'attn': [2, 4], 'block': [4]}."""
-    from ..errors import RedundancyError
-
-    out = {}
-    for spec in specs:
-        kind, _, counts = spec.partition("=")
-        if kind not in ("attn", "mlp", "block", "joint") or not counts:
-            raise RedundancyError(f"--k {spec!r}: write KIND=K1,K2 with KIND attn, mlp, block or joint")
-        try:
-            out[kind] = [int(k) for k in counts.split(",")]
-        except ValueError:
-            raise RedundancyError(f"--k {spec!r}: counts are comma-separated integers, "
-                                  "e.g. attn=4,8") from None
-        if min(out[kind]) < 1:
-            raise RedundancyError(f"--k {spec!r}: every count must be at least 1")
-    return out
-
-
 @command()
 def study(checkpoint: Path = typer.Argument(..., help="the checkpoint to drop from (e.g. the final step)",
                                            callback=o.existing),
           store: str = o.cube("cube holding its scores (a folder or s3://BUCKET/PATH)", ..., "--store"),
-          dataset: str = typer.Option("prose", help="calibration set whose orders to use"),
           out: Path = o.out("folder for models, results, table, figure"),
-          k: List[str] = typer.Option(["attn=2,4,6", "mlp=2,4,6", "block=2,4,6", "joint=4,8"],
-                                      help="plans, e.g. attn=4,8; repeat per kind"),
-          preset: Optional[str] = typer.Option("builtin", help="evaluation preset: paper or builtin; "
-                                               "'' for none",
-                                               callback=o.one_of("evaluation preset", o.eval_presets)),
-          tasks: List[str] = o.TASKS,
-          limit: Optional[int] = o.count(None, "examples per task (default: all)"),
-          prompt: Optional[int] = o.count(None, "prompt tokens of each timed generation (default: 2048, "
-                                          "or half the model's positions where fewer)"),
-          new: Optional[int] = o.count(None, "tokens generated in each timed generation (default as "
-                                       "--prompt; prompt + new must fit the model's positions)"),
-          batch: int = o.count(1, "sequences per timed generation"),
-          quant: List[str] = typer.Option(["awq", "gptq"], help="4-bit methods for the largest Attn-k",
-                                          callback=o.one_of("quantization method", o.quant_methods)),
-          group_size: int = o.count(128, "weights per scale of the 4-bit models"), device: str = o.DEVICE,
           model: Optional[str] = typer.Option(None, help="model name in the results (default: folder name)"),
           step: Optional[int] = o.count(None, "training step (default: read from the folder)", minimum=0),
-          order_metric: str = o.metric("importance", "the metric whose order picks the plans, e.g. "
-                                       "loss_delta (scored with --metric loss_delta)"),
-          repeats: int = o.count(5, "timed generations per model (their spread decides noise; 2 or more)",
-                                 minimum=2),
-          ppl_samples: int = o.count(64, "held-out windows per calibration set of the cube for perplexity "
-                                     "(0: none)", minimum=0),
-          ppl_seq_len: Optional[int] = o.count(None, "their length (default: the cube's seq_len)",
-                                               minimum=2)) -> None:
+          dataset: str = _T("dataset"), order_metric: str = _T("order_metric"), k: List[str] = _T("ks"),
+          preset: Optional[str] = _T("preset"), tasks: List[str] = o.TASKS,
+          limit: Optional[int] = _T("limit"),
+          eval_batch: int = _T("eval_batch"), prompt: Optional[int] = _T("prompt_tokens"),
+          new: Optional[int] = _T("new_tokens"), batch: int = _T("speed_batch"), repeats: int = _T("repeats"),
+          quant: List[str] = _T("quantize"), quantize_plans: List[str] = _T("quantize_plans"),
+          group_size: int = _T("group_size"), quant_samples: int = _T("quant_samples"),
+          n_grid: int = _T("n_grid"), device: str = _T("device"), ppl_samples: int = _T("ppl_samples"),
+          ppl_seq_len: Optional[int] = _T("ppl_seq_len")) -> None:
     """Drop Attn-k / MLP-k / Block-k / Joint-k, evaluate, time, quantize; print and save Table 1."""
-    from ..sources import read_step
-    from ..study import StudySettings
-    from ..study.chain import check_settings
     from ._study import study_command
 
-    s = StudySettings(_ks(k), preset or None, tasks, limit, prompt_tokens=prompt, new_tokens=new,
-                      speed_batch=batch, repeats=repeats, quantize=quant, group_size=group_size,
-                      device=device, ppl_samples=ppl_samples, ppl_seq_len=ppl_seq_len)
-    s = check_settings(checkpoint, s)  # before any work: lengths against the model's positions
-    study_command(checkpoint, store, dataset, out, s, model or checkpoint.resolve().name,
-                  step if step is not None else read_step(checkpoint).step,  # the cube's step of it
-                  order_metric)
+    s = StudySettings(ks=k, dataset=dataset, order_metric=order_metric, preset=preset, tasks=tasks,
+                      limit=limit, eval_batch=eval_batch, prompt_tokens=prompt, new_tokens=new,
+                      speed_batch=batch, repeats=repeats, quantize=quant, quantize_plans=quantize_plans,
+                      group_size=group_size, quant_samples=quant_samples, n_grid=n_grid, device=device,
+                      ppl_samples=ppl_samples, ppl_seq_len=ppl_seq_len)
+    study_command(checkpoint, store=store, out=out, settings=s, model=model, step=step)
 
 
 @command()

@@ -3,43 +3,59 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
-
 from ..calibration import calibration_tokens
 from ..cube import CubeStore, make_order_cell
 from ..drop import iterative_order
 from ..errors import SeriesError
+from ..orders import drop_order
 from ..scoring import Scorer
 from ..sources import Checkpoint, Series
+from ._plan import prefetched
 from .score import _score_checkpoint, load_checkpoint
-from .settings import Events, ScoreSettings
+from .settings import Events, Fetcher, ScoreSettings
 
 
 def _one_shot(store: CubeStore, model: str, step: int, dataset: str, module: str,
               metric: str) -> list[int]:
+    """The one-shot order of one stored cell (redundancy.orders.drop_order: lowest mean first)."""
     cell = store.read_cell(model, step, dataset)
-    scores = cell[metric].sel(module=module).mean("sample").values  # (layer,)
-    return [int(i) for i in np.argsort(scores, kind="stable")]
+    order = drop_order(cell.sel(module=module), metric=metric).values  # (rank,) layers
+    return [int(i) for i in order if i >= 0]
 
 
-def order_series(series: Series, store: CubeStore, settings: ScoreSettings,
+def order_series(series: Series, store: CubeStore, settings: ScoreSettings, *,
                  steps: Sequence[int] | None = None,
                  modules: Sequence[str] = ("block", "attn", "mlp"), metric: str = "importance",
-                 events: Events | None = None) -> list[tuple[int, str]]:
-    """For each chosen step (default: the last) and dataset: one-shot and iterative orders into `store`."""
+                 events: Events | None = None, fetcher: Fetcher | None = None) -> list[tuple[int, str]]:
+    """For each chosen step (default: the last) and calibration set: one-shot and iterative orders
+    into `store` (variable drop_order, dims (strategy, module, rank)); returns the (step, dataset)
+    cells written. Checkpoints are fetched as `score_series` fetches them (`fetcher`: a hub history's
+    downloads, the next one while the current one is ordered).
+
+    Raises SeriesError (a step the series has not), NotFoundError (an unknown module or metric),
+    and what score_series raises."""
+    from .._registry import check_name
+    from ..families import MODULES
+    from ..scoring import METRICS
+
+    for m in modules:
+        check_name("module", m, MODULES)
+    METRICS.get(metric)
     ev = events or Events()
     by_step = {c.step: c for c in series.checkpoints}
     wanted = [series.checkpoints[-1].step] if not steps else list(steps)
     missing = [s for s in wanted if s not in by_step]
     if missing:
         raise SeriesError(f"{series.model} has no step {missing[0]}; it has {sorted(by_step)}")
-    written = []
+    written, todo = [], {}
     for step in wanted:
-        todo = [d for d in settings.sets() if not store.has_cell(series.model, step, d, "orders")]
-        ev.checkpoint(by_step[step], "ordering" if todo else "done already")
-        if todo:
-            written += _order_checkpoint(series.model, by_step[step], todo, store, settings, modules,
-                                         metric, ev)
+        todo[step] = [d for d in settings.sets() if not store.has_cell(series.model, step, d, "orders")]
+        if not todo[step]:
+            ev.checkpoint(by_step[step], "done already")
+    for ckpt, ready in prefetched([by_step[s] for s in wanted if todo[s]], fetcher):
+        ev.checkpoint(ckpt, "ordering")
+        written += _order_checkpoint(series.model, ready, todo[ckpt.step], store, settings, modules, metric,
+                                     ev)
     return written
 
 
@@ -51,9 +67,9 @@ def _order_checkpoint(name: str, ckpt: Checkpoint, datasets: list[str], store: C
     model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
     scorer = Scorer(model, s.metrics)
     written = []
-    specs = s.sets()
+    sets = s.sets()  # resolved once, in the settings
     for dataset in datasets:
-        calib = calibration_tokens(specs[dataset], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
+        calib = calibration_tokens(sets[dataset], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
         tokens = calib.tokens
         orders = {}
         for module in modules:

@@ -24,6 +24,7 @@ import xarray as xr
 from ..cube import CubeStore
 from ..errors import RedundancyError
 from ..sources import Checkpoint, Series
+from ._plan import plan_cells
 from .score import check_sources, score_series
 from .settings import Events, Fetcher, ScoreSettings
 
@@ -91,27 +92,18 @@ def _alive(pid: int) -> bool:
 
 def _plan(series: Series, store: CubeStore, names: list[str],
           log: Callable[[str], None]) -> tuple[list[Task], list[Checkpoint]]:
-    """(the tasks; the checkpoints done already), decided from the driver's cube as `score_series`
-    decides: damaged cells are reported (`log`) and removed, and cells scored from other weights
-    are refused (StoreError). A duplicate rides in its original's task, where score_series copies
-    the original's cells instead of scoring the same weights again."""
-    missing = {}
-    for c in series.checkpoints:  # all first: an original's damaged cells are gone before they seed a copy
-        # the weights' digest (a local folder's bytes) only where a stored cell must be compared with it
-        stored = any(store.has_cell(series.model, c.step, d) for d in names)
-        source = c.weights_source() if stored else ""
-        missing[c.step] = store.missing(series.model, c.step, names, source, log)
-    steps, tasks, done = {c.step for c in series.checkpoints}, {}, []
-    for c in series.checkpoints:
-        if not missing[c.step]:
-            done.append(c)
-            continue
-        ckpts, seeds = tasks.setdefault(c.duplicate_of if c.duplicate_of in steps else c.step, ([], {}))
+    """(the tasks; the checkpoints done already), from the one planner (`_plan.plan_cells`, as
+    `score_series` plans). A duplicate rides in its original's task, where score_series copies the
+    original's cells instead of scoring the same weights again; a duplicate of an original stored
+    already gets its own task, seeded with the original's cells (a task's store starts empty)."""
+    plan = plan_cells(series, store, names, log)
+    tasks: dict[int, tuple[list[Checkpoint], dict]] = {c.step: ([c], {}) for c, _ in plan.todo}
+    for c, need in plan.copies:
+        ckpts, seeds = tasks.setdefault(c.duplicate_of if c.duplicate_of in tasks else c.step, ([], {}))
         ckpts.append(c)
-        if c.duplicate_of is not None:  # the task's store starts empty: it gets the original's cells
-            seeds.update({(c.duplicate_of, d): store.read_cell(series.model, c.duplicate_of, d)
-                          for d in missing[c.step] if store.has_cell(series.model, c.duplicate_of, d)})
-    return [(ckpts, list(seeds.values())) for ckpts, seeds in tasks.values()], done
+        seeds.update({(c.duplicate_of, d): store.read_cell(series.model, c.duplicate_of, d)
+                      for d in need if store.has_cell(series.model, c.duplicate_of, d)})
+    return [(ckpts, list(seeds.values())) for ckpts, seeds in tasks.values()], plan.done
 
 
 def _remote(ray: Any, settings: ScoreSettings, max_retries: int) -> tuple[Any, ScoreSettings]:

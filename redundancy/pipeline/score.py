@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from importlib.metadata import version
 from typing import Any
@@ -17,6 +16,7 @@ from ..cube import CubeStore, make_cell
 from ..errors import CalibrationError, StoreError
 from ..scoring import METRICS, Scorer, score_layerwise
 from ..sources import Checkpoint, Series
+from ._plan import plan_cells, prefetched
 from .settings import DTYPES, Events, Fetcher, ScoreSettings
 
 
@@ -38,40 +38,21 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
     A checkpoint byte-identical to an earlier one (duplicate_of) is not scored again: its cells are
     copies of the original's, marked with duplicate_of.
     """
-    ev, fetcher = events or Events(), fetcher or Fetcher()
+    ev = events or Events()
     store.prepare(ev.log)
     check_sources(store, settings)
-    names = list(settings.sets())  # resolved once: a local folder's listing is not redone per step
-    todo = []
-    for ckpt in series.checkpoints:
-        source = _source_if_stored(store, series.model, ckpt, names)
-        missing = store.missing(series.model, ckpt.step, names, source, ev.log)
-        if missing:
-            todo.append((ckpt, missing))
-        else:
-            ev.checkpoint(ckpt, "done already")
-    steps = {c.step for c, _ in todo}
-    copies = [(c, m) for c, m in todo if c.duplicate_of is not None and
-              (c.duplicate_of in steps or _original_done(store, series.model, c, m))]
-    todo = [t for t in todo if t not in copies]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetcher.fetch, todo[0][0]) if todo else None
-        done = None
-        for i, (ckpt, missing) in enumerate(todo):
-            ready = pending.result()  # the download of step i, started while step i-1 was scored
-            if done is not None:  # released once step i is in: no download shares blobs with a deletion
-                fetcher.release(done)
-            pending = pool.submit(fetcher.fetch, todo[i + 1][0]) if i + 1 < len(todo) else None
-            ev.checkpoint(ckpt, "scoring")
-            if ready.tokenizer_path is not None:
-                ev.log(f"step {ckpt.step}: {ckpt.revision} has no tokenizer files; using "
-                       f"{ckpt.tokenizer_from or ready.tokenizer_path}'s")
-            _score_checkpoint(series.model, ready, missing, store, settings, ev, series.meta())
-            ev.checkpoint(ckpt, "scored")
-            done = ready
-        if done is not None:
-            fetcher.release(done)
-    for ckpt, missing in copies:  # originals are all in the store now
+    plan = plan_cells(series, store, list(settings.sets()), ev.log)  # sets resolved once, in settings
+    for ckpt in plan.done:
+        ev.checkpoint(ckpt, "done already")
+    for ckpt, ready in prefetched([c for c, _ in plan.todo], fetcher):
+        missing = dict((c.step, m) for c, m in plan.todo)[ckpt.step]
+        ev.checkpoint(ckpt, "scoring")
+        if ready.tokenizer_path is not None:
+            ev.log(f"step {ckpt.step}: {ckpt.revision} has no tokenizer files; using "
+                   f"{ckpt.tokenizer_from or ready.tokenizer_path}'s")
+        _score_checkpoint(series.model, ready, missing, store, settings, ev, series.meta())
+        ev.checkpoint(ckpt, "scored")
+    for ckpt, missing in plan.copies:  # originals are all in the store now
         ev.written += _copy_duplicate(store, series.model, ckpt, missing)
         ev.checkpoint(ckpt, "scored")
     store.compact()  # the next open reads one index object
@@ -79,11 +60,11 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
 
 
 def check_sources(store: CubeStore, settings: ScoreSettings) -> None:
-    """Refuse a calibration set whose short name the store already holds from another source."""
-    from ..calibration import resolve_set
+    """Refuse a calibration set whose short name the store already holds from another source.
+    Raises StoreError."""
     from ..calibration._spec import same_place
-    for spec in settings.datasets:
-        cset = resolve_set(spec, settings.text_field)
+    for name, cset in settings.sets().items():
+        spec = settings.specs()[name]
         stored = store.dataset_source(cset.name)
         if stored and "@" not in stored and same_place(stored, cset.source):
             continue  # recorded before files recorded their bytes: nothing to compare
@@ -97,11 +78,6 @@ def check_sources(store: CubeStore, settings: ScoreSettings) -> None:
             raise StoreError(f"{store.path} holds calibration set {cset.name!r} read from {stored}; "
                              f"{spec!r} reads {cset.source}: another source under the same name. "
                              "Rename the file or use another --out")
-
-
-def _original_done(store: CubeStore, model: str, ckpt: Checkpoint, datasets: list[str]) -> bool:
-    return (ckpt.duplicate_of is not None
-            and all(store.has_cell(model, ckpt.duplicate_of, d) for d in datasets))
 
 
 def _copy_duplicate(store: CubeStore, model: str, ckpt: Checkpoint,
@@ -137,9 +113,9 @@ def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], st
     model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
     _check_context(model.config, model_name, ckpt, s.seq_len)
     scorer = Scorer(model, s.metrics)
-    specs = s.sets()
+    sets = s.sets()  # resolved once, in the settings
     for name in datasets:
-        calib = calibration_tokens(specs[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
+        calib = calibration_tokens(sets[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
         check_token_ids(calib.tokens, model, f"{model_name} step {ckpt.step}")
         ev.dataset(name, s.n_samples)
         scores = scorer.score(calib.tokens, s.batch_size, on_batch=ev.batches)
@@ -158,8 +134,8 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
     check_text_only(config, f"{model_name} step {ckpt.step}")
     _check_context(config, model_name, ckpt, s.seq_len)
     tokenizer = load_tokenizer(ckpt.tokenizer_path or ckpt.path, f"{model_name} step {ckpt.step}")
-    specs = s.sets()
-    calibs = [calibration_tokens(specs[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
+    sets = s.sets()  # resolved once, in the settings
+    calibs = [calibration_tokens(sets[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
               for name in datasets]
     ev.dataset("+".join(datasets) + " (layer by layer)", len(datasets) * s.n_samples)
     scores = score_layerwise(ckpt.path, torch.cat([c.tokens for c in calibs]), s.batch_size, s.device,
@@ -172,12 +148,6 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
                          provenance=_provenance(ckpt, calib, s, meta))
         if store.write_cell(cell):
             ev.written.append((ckpt.step, name))
-
-
-def _source_if_stored(store: CubeStore, model: str, ckpt: Checkpoint, names: list[str]) -> str:
-    """What the checkpoint's weights are, computed only where a stored cell must be compared with it
-    (a local folder's digest reads every byte once)."""
-    return ckpt.weights_source() if any(store.has_cell(model, ckpt.step, d) for d in names) else ""
 
 
 def _provenance(ckpt: Checkpoint, calib: Any, s: ScoreSettings,

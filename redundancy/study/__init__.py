@@ -1,14 +1,36 @@
 """The post-drop chain on a chosen checkpoint: plans materialized, evaluated with lm-eval, perplexity
-on held-out windows, timed, quantized to 4 bits, every row in one results store (Table 1)."""
-from .chain import StudySettings, Variant, plans, run_study
-from .evaluate import evaluate, evaluate_with_stderr, preset_tasks
-from .perplexity import heldout_perplexity, perplexity
-from .quantize import quantize  # llmcompressor itself is imported when a model is quantized
-from .results import BASELINE, has_results, open_results, results_table, write_results
-from .speed import SpeedResult, measure_speed, sdr, speedup_range
+on held-out windows, timed, quantized to 4 bits, every row in one results store (Table 1).
 
-__all__ = ["StudySettings", "Variant", "plans", "run_study", "evaluate", "evaluate_with_stderr",
-           "preset_tasks", "perplexity", "heldout_perplexity", "BASELINE", "has_results", "open_results",
-           "results_table", "write_results", "SpeedResult", "measure_speed", "sdr", "speedup_range",
-           "quantize"]
+Names are imported on first use (PEP 562): `redundancy.study.settings` (StudySettings, read by the
+CLI when it starts) loads without torch. The functions named as their modules are reached through
+them, or from the top: `redundancy.evaluate`, `redundancy.perplexity`, `redundancy.quantize`
+(`redundancy.study.quantize` is the module).
+"""
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+# public name -> the module of this package that defines it
+_LAZY = {
+    "StudySettings": "settings",
+    **dict.fromkeys(["Variant", "plans", "run_study"], "chain"),
+    **dict.fromkeys(["evaluate_with_stderr", "preset_tasks"], "evaluate"),
+    **dict.fromkeys(["heldout_from_cube", "orders_from_cube", "study_from_cube"], "from_cube"),
+    "heldout_perplexity": "perplexity",
+    **dict.fromkeys(["BASELINE", "has_results", "open_results", "results_table", "write_results"], "results"),
+    **dict.fromkeys(["SpeedResult", "measure_speed", "sdr", "speedup_range"], "speed"),
+}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'redundancy.study' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -13,38 +13,9 @@ from ..drop import DropPlan, load_any, materialize
 from ..errors import RedundancyError, SeriesError, one_line
 from ..sources._checkpoint import local_digest
 from .results import BASELINE, has_results, open_results, write_results
+from .settings import StudySettings
 
 Order = Sequence  # layers (attn, mlp, block) or (module, layer) pairs (joint), most redundant first
-
-
-@dataclass
-class StudySettings:
-    """Which plans, how to evaluate and time them, and which plans to quantize to 4 bits."""
-
-    ks: dict[str, list[int]] = field(default_factory=lambda: {"attn": [2, 4, 6], "mlp": [2, 4, 6],
-                                                              "block": [2, 4, 6], "joint": [4, 8]})
-    preset: str | None = "builtin"
-    tasks: list[str] = field(default_factory=list)
-    limit: int | None = None
-    eval_batch: int = 16
-    # timed generation: the study's 2048 + 2048 (None), each cut to half the model's positions where
-    # those are fewer (Pythia, OLMo-1: 2048); explicit values past the positions are refused
-    prompt_tokens: int | None = None
-    new_tokens: int | None = None
-    speed_batch: int = 1
-    repeats: int = 5  # timed generations; their spread tells a speedup from noise
-    quantize: Sequence[str] = ("awq", "gptq")
-    quantize_plans: Sequence[str] = ()  # plan names; default: the largest attention drop
-    group_size: int = 128
-    quant_samples: int = 64  # calibration windows for AWQ / GPTQ
-    n_grid: int = 20  # AWQ's scale grid per mapping
-    device: str = "cpu"
-    # held-out perplexity: label -> (set spec, text field), on windows after the scoring pool of
-    # `scored` = (n_samples, seq_len); study_command fills these from the cube
-    ppl_sets: dict[str, tuple[str, str]] = field(default_factory=dict)
-    ppl_samples: int = 64
-    ppl_seq_len: int | None = None  # default: the scoring seq_len
-    scored: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -122,34 +93,18 @@ def timing_lengths(prompt: int | None, new: int | None, limit: int | None) -> tu
 
 
 def check_settings(checkpoint: Path, s: StudySettings) -> StudySettings:
-    """Refuse, before any work, settings that cannot mean anything: counts below 1 (--repeats below
-    2, --ppl-samples below 0), unknown plan kinds or 4-bit methods, and lengths past the model's
-    context: --prompt + --new tokens, and held-out windows, must fit the positions its config.json
-    names (max_position_embeddings, n_positions, ...: _config.max_positions).
+    """Refuse, before any work, what StudySettings could not check when it was built: lm-eval task
+    names (its index takes ~10 s to build), and lengths past the model's context: --prompt + --new
+    tokens, and held-out windows, must fit the positions its config.json names
+    (max_position_embeddings, n_positions, ...: _config.max_positions).
 
     Returns `s` with the timing lengths resolved (`timing_lengths`).
     Raises RedundancyError naming the option and the value; NotFoundError (an unknown kind, method,
     evaluation preset or lm-eval task, with the closest names); SeriesError (no readable config.json).
     """
     from .._config import max_positions, read_config
-    from .._registry import check_name
-    from .evaluate import _check_known, _local_config, _task_manager, preset_tasks
-    from .quantize import METHODS
+    from .evaluate import _check_known, _local_config, _task_manager
 
-    least = {"--prompt": (s.prompt_tokens, 1), "--new": (s.new_tokens, 1), "--batch": (s.speed_batch, 1),
-             "--repeats": (s.repeats, 2), "--group-size": (s.group_size, 1), "--limit": (s.limit, 1),
-             "--ppl-samples": (s.ppl_samples, 0), "--ppl-seq-len": (s.ppl_seq_len, 2),
-             "eval_batch": (s.eval_batch, 1), "quant_samples": (s.quant_samples, 1), "n_grid": (s.n_grid, 1),
-             **{f"--k {kind}=": (k, 1) for kind, ks in s.ks.items() for k in ks}}
-    for flag, (value, low) in least.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise RedundancyError(f"{flag} {value!r}: must be a whole number of at least {low}")
-    for kind in s.ks:
-        check_name("plan kind", kind, ("attn", "mlp", "block", "joint"))
-    for method in s.quantize:
-        check_name("quantization method", method, METHODS)
-    if s.preset:
-        preset_tasks(s.preset)
     if names := [t for t in s.tasks if _local_config(t) is None]:  # lm-eval's own: indexed once (~10 s)
         _check_known(names, _task_manager(True))
     limit = max_positions(read_config(checkpoint))
