@@ -306,6 +306,24 @@ def test_a_megatron_name_is_a_stand_in_never_imported(tmp_path, capsys):
     assert "megatron.core.loud" not in sys.modules and "IMPORTED" not in capsys.readouterr().out
 
 
+def test_a_crafted_torch_dist_metadata_is_refused_unread(tok, tmp_path):
+    """torch.distributed.checkpoint reads `.metadata` with a plain pickle.load; ours does not run it."""
+    import pickle
+
+    folder = tmp_path / "iter_0000010"
+    shutil.copytree(_iters("tp2_gqa2_dist")[-1], folder)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    (folder / ".metadata").write_bytes(pickle.dumps({"state_dict_metadata": Exploit()}, protocol=4))
+    with pytest.raises(SeriesError, match=r"asks to unpickle posix\.system.*refused unread"):
+        convert_megatron(folder, tokenizer=tok, out=tmp_path / "hf")
+    assert not marker.exists() and not (tmp_path / "hf").exists()
+
+
 def test_empty_bytes_in_a_protocol_2_pickle_load(tmp_path):
     """torch.save's protocol 2 writes b"" as builtins.bytes(): allowed, not refused."""
     torch.save({"empty": b"", "some": b"xy"}, tmp_path / "b.pt")
