@@ -89,6 +89,9 @@ def test_fixture_converts_to_megatrons_own_logits(name, tok, tmp_path):
         gap, same_argmax = _gap(out, _reference(folder))
         assert gap < BAR and same_argmax, (name, folder.name, gap)
         step = int(folder.name[len("iter_"):])
+        config = json.loads((out / "config.json").read_text())
+        kv = 4 if "mha" in name else 2  # without --group-query-attention every head has its keys
+        assert (config["rms_norm_eps"], config["num_key_value_heads"]) == (1e-6, kv)  # --norm-epsilon 1e-6
         meta = json.loads((out / "checkpoint.json").read_text())
         assert meta == {"step": step, "tokens": SAMPLES[step] * SEQ}  # consumed_train_samples x seq_length
 
