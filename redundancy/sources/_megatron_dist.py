@@ -4,8 +4,9 @@ An `iter_N/` folder written by megatron/core/dist_checkpointing (strategies/torc
 `TorchDistSaveShardedStrategy`) holds:
 - `metadata.json`: {"sharded_backend": "torch_dist", "sharded_backend_version": 1,
   "common_backend": "torch", "common_backend_version": 1} (dist_checkpointing/core.py `CheckpointingConfig`);
-- `common.pt`: a `torch.save` of what every rank shares: `args`, `iteration`, `checkpoint_version`,
-  `num_floating_point_operations_so_far` (the model's weights are not in it);
+- `common.pt`: a `torch.save` of what every rank shares: `args`, `iteration`, `checkpoint_version`
+  (3.0), `num_floating_point_operations_so_far` and `content_metadata` (how the sharded state dict was
+  laid out, e.g. {"singleton_local_shards": False, "chained_optim_avoid_prefix": True}); no weights;
 - `.metadata` and `__R_K.distcp`: a PyTorch distributed checkpoint (torch.distributed.checkpoint): every
   tensor at its global shape, whatever the tensor-parallel split it was saved from, so no merge is
   needed. Megatron adds to the `.metadata` pickle `all_local_plans` (every rank's SavePlan, kept to
