@@ -21,6 +21,7 @@ import argparse
 import io
 import pickle
 import signal
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
@@ -103,7 +104,12 @@ def safe_load(path: Path) -> Any:
     """torch.load(weights_only=True) of a downloaded file, with ALLOWED and megatron stand-ins added.
 
     Raises SeriesError: the file asks for any other global (refused before a byte of its data is
-    unpickled), or it is not a readable torch checkpoint."""
+    unpickled), it is not a torch.save zip archive (the legacy pre-1.6 format is not read), or it is
+    not a readable torch checkpoint."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise SeriesError(f"{path} is not a torch.save zip archive (torch's format since 1.6): a legacy or "
+                          "damaged file, not read; re-save it with a current torch, or delete it from the "
+                          "cache and run again to download it anew")
     try:
         names = get_unsafe_globals_in_checkpoint(path)
     except (ValueError, RuntimeError, EOFError, pickle.UnpicklingError, OSError) as exc:
