@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 from typer.testing import CliRunner
 
 from redundancy import open_cube
@@ -146,7 +147,7 @@ def test_crawl_on_ray_workers_equals_the_local_crawl(hub_root, env):
             )
             assert code == 0, out
     a, b = open_cube(env / "one.zarr"), open_cube(env / "ray.zarr")
-    np.testing.assert_array_equal(a.importance.values, b.importance.values)
+    xr.testing.assert_equal(a.importance, b.importance)
     assert b.duplicate_of.sel(step=16).item() == "4"
     assert not list((env / "hfcache").rglob("*.safetensors"))  # each worker released what it scored
 

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
@@ -149,5 +150,5 @@ def test_cli_layerwise_cube_equals_full_cube(local_series, tmp_path):
         assert r.exit_code == 0, r.output
     full, lw = open_cube(tmp_path / "full"), open_cube(tmp_path / "layerwise")
     assert full["importance"].shape == lw["importance"].shape
-    np.testing.assert_allclose(lw["importance"].values, full["importance"].values, atol=1e-4)
-    assert list(lw["fingerprint"].values.ravel()) == list(full["fingerprint"].values.ravel())
+    xr.testing.assert_allclose(lw["importance"], full["importance"], atol=1e-4)
+    xr.testing.assert_equal(lw["fingerprint"], full["fingerprint"])
