@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import subprocess
 import traceback
 from itertools import islice
 from pathlib import Path
@@ -163,3 +164,18 @@ def seed_trained_series(cache: Path) -> None:
                                            for s in builtin_suite(SUITES.get("tiny-seeds"))]
     for folder in folders:
         shutil.copytree(folder, cache / folder.name)
+
+
+def cli_here(*args) -> subprocess.CompletedProcess:
+    """`redundancy ARGS` run in this process (typer's runner, stderr apart): its exit code, stdout and
+    stderr, an exception that escaped the command put on stderr as the traceback the script would print."""
+
+    from typer.testing import CliRunner
+
+    from redundancy.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    err = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        err += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(r.exception))
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, err)

@@ -39,8 +39,8 @@ def _offline_environment():
 # the demo and every test that reads it (built once; a second worker would wait for it, idle), and
 # the tests that start a local Ray cluster (a cluster each at once would share the two cores and Ray's
 # ports; tests/test_ray.py's module-scoped cluster is started once).
-# Besides, the tests of a module-scoped fixture that runs the CLI or pip in a subprocess (tens of
-# seconds of imports on 2 cores) stay on one worker, which builds it once.
+# Besides, the tests of a module-scoped fixture that scores a cube or installs the wheel (seconds to tens of
+# seconds on 2 cores) stay on one worker, which builds it once.
 RAY_TESTS = ("tests/test_ray.py::", "tests/test_crawl.py::test_crawl_on_ray_workers_equals_the_local_crawl")
 MODULE_FIXTURES = {"lab", "scored", "installed"}  # test_bad_inputs, test_own_data, test_wheel
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from _models import tiny_model
-from _support import make_tokenizer
+from _support import cli_here, make_tokenizer
 
 pytestmark = pytest.mark.slow  # every bad input runs the CLI; scores, loads checkpoints
 
@@ -25,20 +25,7 @@ def _files(*folders: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for f in folders for p in sorted(Path(f).rglob("*")) if p.is_file()}
 
 
-def cli(*args) -> subprocess.CompletedProcess:
-    """`redundancy ARGS` in this process: its exit code, stdout and stderr (an exception that escaped
-    the command, which the real script would print as a traceback, is put on stderr as one)."""
-    import traceback
-
-    from typer.testing import CliRunner
-
-    from redundancy.cli import app
-
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    err = r.stderr
-    if r.exception is not None and not isinstance(r.exception, SystemExit):
-        err += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(r.exception))
-    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, err)
+cli = cli_here  # the CLI in this process
 
 
 def cli_process(*args) -> subprocess.CompletedProcess:

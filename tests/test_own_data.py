@@ -22,6 +22,7 @@ import pytest
 from redundancy import open_cube
 
 from _fakehub import FakeHub
+from _support import cli_here as cli  # the CLI in this process
 from _support import stored_scores
 
 pytestmark = pytest.mark.slow  # runs the CLI in subprocesses
@@ -56,7 +57,8 @@ def _write(folder: Path) -> dict[str, Path]:
             "csv": folder / "d.csv", "txt": folder / "txts", "mixed": mixed}
 
 
-def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+def cli_process(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`redundancy ARGS` in a subprocess, for what is read at import: the hub endpoint, the width."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "redundancy.cli", *map(str, args)], capture_output=True,
                           text=True, env={k: v for k, v in env.items() if v is not None}, timeout=600)
@@ -97,7 +99,7 @@ def test_hub_spec_through_the_real_datasets_client(local_series, tmp_path):
     pq.write_table(pa.table({"body": [_text(i) for i in range(60)]}), data / "test-00000-of-00001.parquet")
     with FakeHub(tmp_path / "hub") as hub:
         env = {"HF_HUB_OFFLINE": None, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf")}
-        r = cli(
+        r = cli_process(
             "score",
             f"local:{local_series / 'step-10'}",
             "--out",
@@ -166,7 +168,7 @@ def test_bad_data_is_one_line_and_the_store_is_kept(case, scored, local_series, 
 
 
 def test_datasets_lists_every_set():
-    r = cli("datasets", env={"COLUMNS": "200"})
+    r = cli_process("datasets", env={"COLUMNS": "200"})
     assert r.returncode == 0
     for name in ("c4", "pile", "dolma", "fineweb-edu", "slimpajama", "wikitext2", "prose"):
         assert f"│ {name} " in r.stdout
