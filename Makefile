@@ -28,7 +28,7 @@ XDIST = -n $(WORKERS) --dist loadgroup
 
 # the whole suite, lint first
 test: lint
-	$(PY) -m pytest -q --durations=10 $(XDIST)
+	$(PY) -m pytest -q --durations=25 $(XDIST)
 
 # everything but the tests marked slow (training, quantizing, lm-eval, subprocesses)
 test-fast: $(VENV)/.installed
