@@ -64,7 +64,7 @@ def _run(ckpt, out, kill_at: tuple[str, int] | None = None) -> list[str]:
 
 
 def _phases(lines: list[str]) -> list[str]:
-    return [line.split("] ", 1)[-1].split(" (")[0] for line in lines]
+    return [line.split("] ", 1)[-1].split(" (")[0] for line in lines if line.strip()]
 
 
 @pytest.fixture(scope="module")
