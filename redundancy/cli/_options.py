@@ -13,6 +13,7 @@ import typer
 
 from ..errors import OutputError, RedundancyError
 from ..settings import HubAccess, Selection
+from ..study.settings import StudySettings
 
 STRATEGIES = ("one-shot", "iterative")
 
@@ -97,16 +98,6 @@ def existing(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path
     return value
 
 
-def _tasks(value: List[str]) -> List[str]:
-    """lm-eval task names it knows (its index is built once, ~10 s); the built-in tasks.
-    Raises NotFoundError with the closest names."""
-    from ..study.evaluate import _check_known, _local_config, _task_manager
-
-    if names := [t for t in value or [] if _local_config(t) is None]:
-        _check_known(names, _task_manager(True))
-    return value
-
-
 def _metrics() -> list[str]:
     from ..scoring import METRICS
     return METRICS.names()
@@ -187,7 +178,7 @@ WORKERS = typer.Option(None, help="with --executor ray: checkpoints scored at on
                        "CPUs or GPUs allow)", callback=at_least(1))
 OVERWRITE = typer.Option(False, help="replace an existing non-empty --out")
 CHECKPOINT = "a Hugging Face checkpoint folder"
-TASKS = typer.Option([], "--task", help="more lm-eval task names (repeat)", callback=_tasks)
+TASKS = setting(StudySettings, "tasks")
 
 # which checkpoints of a history (local:DIR takes the first three: how its folder names read), and
 # how the hub is reached: declared in redundancy/settings.py (Selection, HubAccess)

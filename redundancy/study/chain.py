@@ -93,20 +93,16 @@ def timing_lengths(prompt: int | None, new: int | None, limit: int | None) -> tu
 
 
 def check_settings(checkpoint: Path, s: StudySettings) -> StudySettings:
-    """Refuse, before any work, what StudySettings could not check when it was built: lm-eval task
-    names (its index takes ~10 s to build), and lengths past the model's context: --prompt + --new
-    tokens, and held-out windows, must fit the positions its config.json names
-    (max_position_embeddings, n_positions, ...: _config.max_positions).
+    """Refuse, before any work, what StudySettings could not check when it was built: lengths past
+    the model's context: --prompt + --new tokens, and held-out windows, must fit the positions its
+    config.json names (max_position_embeddings, n_positions, ...: _config.max_positions).
 
     Returns `s` with the timing lengths resolved (`timing_lengths`).
     Raises RedundancyError naming the option and the value; NotFoundError (an unknown kind, method,
     evaluation preset or lm-eval task, with the closest names); SeriesError (no readable config.json).
     """
     from .._config import max_positions, read_config
-    from .evaluate import _check_known, _local_config, _task_manager
 
-    if names := [t for t in s.tasks if _local_config(t) is None]:  # lm-eval's own: indexed once (~10 s)
-        _check_known(names, _task_manager(True))
     limit = max_positions(read_config(checkpoint))
     prompt, new = timing_lengths(s.prompt_tokens, s.new_tokens, limit)
     s = replace(s, prompt_tokens=prompt, new_tokens=new)

@@ -25,6 +25,18 @@ def _eval_presets() -> list[str]:
     return EVAL_PRESETS.names()
 
 
+def _tasks(value: Sequence[str], label: str) -> list[str]:
+    """lm-eval task names it knows (its index is built once, ~10 s, only when a name is not one of
+    the built-in tasks). Raises NotFoundError with the closest names."""
+    names = list(value or [])
+    if names:
+        from .evaluate import _check_known, _local_config, _task_manager
+
+        if unknown := [t for t in names if _local_config(t) is None]:
+            _check_known(unknown, _task_manager(True))
+    return names
+
+
 def _plan_kinds() -> list[str]:
     from ..drop import PLAN_KINDS
     return PLAN_KINDS.names()
@@ -80,7 +92,7 @@ class StudySettings(Settings):
                                 check=one_of("metric", metric_names))
     preset: str | None = setting("builtin", "evaluation preset: paper or builtin; '' for none", "--preset",
                                  check=_eval_preset)
-    tasks: list[str] = setting([], "more lm-eval task names (repeat)", "--task")
+    tasks: list[str] = setting([], "more lm-eval task names (repeat)", "--task", check=_tasks)
     limit: int | None = setting(None, "examples per task (default: all)", "--limit",
                                 check=at_least(1, optional=True))
     eval_batch: int = setting(16, "examples per forward pass of the evaluation", "--eval-batch",
