@@ -106,7 +106,8 @@ class StudySettings(Settings):
                                      "prompt + new must fit the model's positions)", "--new",
                                      check=at_least(1, optional=True))
     speed_batch: int = setting(1, "sequences per timed generation", "--batch", check=at_least(1))
-    repeats: int = setting(5, "timed generations per model (their spread decides noise; 2 or more)",
+    repeats: int = setting(5, "timed (baseline, plan) pairs per plan, run alternately; the spread of their "
+                           "ratios gives the speedup's range (2 or more)",
                            "--repeats", check=at_least(2))
     quantize: Sequence[str] = setting(["awq", "gptq"], "4-bit methods for the largest Attn-k", "--quant",
                                       check=one_of("quantization method", _quant_methods, many=True))
