@@ -156,7 +156,8 @@ def check_checkpoint(checkpoint: Path, s: StudySettings, *, out: Path | None = N
     if s.ppl_sets and s.ppl_samples > 0:
         from ..calibration import heldout_tokens
         for spec, text_field in s.ppl_sets.values():
-            heldout_tokens(spec, tokenizer, s.ppl_samples, ppl_len, s.scored, text_field)
+            heldout_tokens(spec, tokenizer, n=s.ppl_samples, seq_len=ppl_len, scored=s.scored,
+                           text_field=text_field)
     if out is not None and n_models:
         _check_room(checkpoint, Path(out), n_models)
 
