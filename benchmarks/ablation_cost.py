@@ -67,7 +67,8 @@ class Costs(NamedTuple):
 def _model(name: str, device: str, dtype: str) -> torch.nn.Module:
     """builtin:tiny's final checkpoint, or SMALL12 with random weights, in eval mode."""
     if name == "tiny":
-        model, _ = rd.load_checkpoint(rd.open_series("builtin:tiny").checkpoints[-1], device, dtype)
+        final = rd.open_series("builtin:tiny").checkpoints[-1]
+        model, _ = rd.load_checkpoint(final, device=device, dtype=dtype)
         return model
     from transformers import AutoConfig, AutoModelForCausalLM
     cfg = dict(SMALL12)

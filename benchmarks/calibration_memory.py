@@ -85,7 +85,7 @@ def _child(path: str, samples: int, seq_len: int) -> None:
     except OSError:
         pass
     t0 = time.perf_counter()
-    cal = calibration_tokens(path, tok, samples, seq_len)
+    cal = calibration_tokens(path, tok, n=samples, seq_len=seq_len)
     seconds = time.perf_counter() - t0
     print(json.dumps(dict(seconds=seconds, grown=_status("VmHWM") - before, fingerprint=cal.fingerprint)))
 

@@ -92,7 +92,7 @@ def _model(preset: str, device: str, dtype: str) -> torch.nn.Module:
     """builtin:tiny's final checkpoint, or a random-weight model of the preset's shape, in eval mode."""
     if preset == "tiny":
         ckpt = rd.open_series("builtin:tiny").checkpoints[-1]
-        model, _ = rd.load_checkpoint(ckpt, device, dtype)
+        model, _ = rd.load_checkpoint(ckpt, device=device, dtype=dtype)
         return model
     from transformers import AutoConfig, AutoModelForCausalLM
     cfg = dict(PRESETS[preset])

@@ -45,7 +45,7 @@ def setting(default: Any, help: str, *flags: str, check: Check | None = None,
             panel: str | None = None, envvar: str | None = None, hidden: bool = False) -> Any:
     """A dataclass field declared with everything the CLI and the checks need. A list, tuple or
     dict default is copied for each object (a default_factory)."""
-    meta = {"option": Option(help, flags, check, panel, envvar, hidden)}
+    meta = {"option": Option(help, flags=flags, check=check, panel=panel, envvar=envvar, hidden=hidden)}
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)

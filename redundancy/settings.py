@@ -74,7 +74,7 @@ class ScoreSettings(Settings):
         self._resolved: dict[str, Any] | None = None
         if len(self.sets()) != len(self.datasets):  # every set resolved here, once: a missing file fails now
             from .calibration import resolve_set
-            short = [resolve_set(d, self.text_field).name for d in self.datasets]
+            short = [resolve_set(d, text_field=self.text_field).name for d in self.datasets]
             raise RedundancyError(f"two calibration sets share the name {max(short, key=short.count)!r}; "
                                   "rename one of the files")
 
@@ -83,7 +83,7 @@ class ScoreSettings(Settings):
         `calibration.CalibrationSet` (name, source, documents), resolved once per settings object."""
         if self._resolved is None:
             from .calibration import resolve_set
-            resolved = [resolve_set(spec, self.text_field) for spec in self.datasets]
+            resolved = [resolve_set(spec, text_field=self.text_field) for spec in self.datasets]
             self._resolved = {cset.name: cset for cset in resolved}
         return self._resolved
 
@@ -198,4 +198,5 @@ class HubAccess(Settings):
     def fetcher(self) -> Any:
         """The sources.HubFetcher that downloads with these."""
         from .sources._fetch import HubFetcher
-        return HubFetcher(self.cache_dir, self.token, self.endpoint, self.keep, self.tokenizer)
+        return HubFetcher(self.cache_dir, token=self.token, endpoint=self.endpoint, keep=self.keep,
+                          tokenizer=self.tokenizer)

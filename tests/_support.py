@@ -61,7 +61,7 @@ def stored_scores(model, tokenizer=None, dataset: str = "math", n: int = 4, seq_
     tok = AutoTokenizer.from_pretrained(tokenizer or model)
     if isinstance(model, (str, Path)):
         model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
-    ids = calibration_tokens(dataset, tok, n, seq_len, seed=0, text_field=text_field).tokens
+    ids = calibration_tokens(dataset, tok, n=n, seq_len=seq_len, seed=0, text_field=text_field).tokens
     return Scorer(model, [metric]).score(ids, batch_size=n)[..., 0].transpose(1, 2, 0)
 
 

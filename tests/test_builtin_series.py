@@ -26,9 +26,9 @@ def _small_recipe() -> dict:
 
 
 def test_small_recipe_is_deterministic_and_cached(tmp_path):
-    a = build_tiny_series(_small_recipe(), tmp_path / "a")
-    b = build_tiny_series(_small_recipe(), tmp_path / "b")
-    assert build_tiny_series(_small_recipe(), tmp_path / "a") == a  # cached: same folder, no retrain
+    a = build_tiny_series(_small_recipe(), cache=tmp_path / "a")
+    b = build_tiny_series(_small_recipe(), cache=tmp_path / "b")
+    assert build_tiny_series(_small_recipe(), cache=tmp_path / "a") == a  # cached: same folder, no retrain
     ckpts = local_checkpoints(a)
     assert [c.step for c in ckpts] == [0, 1, 2, 4]
     assert [c.tokens for c in ckpts] == [0, 64, 128, 256]

@@ -226,7 +226,7 @@ def test_family_steps_refuse_a_wrapper_in_one_line(tmp_path):
     assert "\n" not in str(err.value) and "model_type gemma3_text" in str(err.value)
     with pytest.raises(UnsupportedFamilyError, match=named):
         ckpt = SimpleNamespace(step=0, path=tmp_path / "wrapper", tokenizer_path=None)
-        load_checkpoint(ckpt, "cpu", "float32")
+        load_checkpoint(ckpt, device="cpu", dtype="float32")
     with pytest.raises(UnsupportedFamilyError, match=named):
         Scorer(AutoModelForCausalLM.from_config(config))
     assert C.check_text_only(tiny_model("gemma3_text").config) is None  # the text model alone: scored

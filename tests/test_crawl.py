@@ -347,7 +347,7 @@ def test_public_listing_and_unknown_revision(hub_root, env):
     from redundancy.sources._fetch import HubFetcher
 
     with FakeHub(hub_root) as hub:
-        ckpts = list_checkpoints("EleutherAI/pythia-tiny", "pythia", endpoint=hub.endpoint)
+        ckpts = list_checkpoints("EleutherAI/pythia-tiny", preset="pythia", endpoint=hub.endpoint)
         assert [c.step for c in ckpts] == [0, 1, 2, 4, 8, 16, 32]
         assert all(len(h) == 64 for c in ckpts for h in c.weight_hashes.values())  # LFS sha256
         assert ckpts[-2].duplicate_of == 4 and ckpts[-3].duplicate_of is None

@@ -45,7 +45,7 @@ def _varied_store(path):
         order = {(s, mod): list(rng.permutation(layers)) for s in ("one-shot", "iterative")
                  for mod in ("block", "attn")}
         store.write_cell(make_order_cell(order, layers, model=model, step=70, dataset="y/z",
-                                         metric="importance"), "orders")
+                                         metric="importance"), kind="orders")
     store.compact()  # as a run ends: one base
     return store
 

@@ -54,23 +54,23 @@ def _starts(windows: torch.Tensor, stream: list[int]) -> list[int]:
 def test_heldout_windows_share_no_token_with_any_scoring_seed(tok, notes, held_seq):
     stream = _stream(tok, notes)
     n, seq = 8, 32
-    held = heldout_tokens(str(notes), tok, 6, held_seq, scored=(n, seq))
+    held = heldout_tokens(str(notes), tok, n=6, seq_len=held_seq, scored=(n, seq))
     held_starts = _starts(held.tokens, stream)
     pool = 4 * n * seq  # POOL_FACTOR windows per sample: the furthest any seed's windows reach
     assert min(held_starts) >= pool and held_starts == [held_starts[0] + k * held_seq for k in range(6)]
     for seed in range(5):
-        scored = calibration_tokens(str(notes), tok, n, seq, seed=seed).tokens
+        scored = calibration_tokens(str(notes), tok, n=n, seq_len=seq, seed=seed).tokens
         assert max(_starts(scored, stream)) + seq <= min(held_starts)
 
 
 def test_heldout_too_small_says_how_many(tok, notes):
     with pytest.raises(CalibrationError, match="after the scoring windows; ask for at most"):
-        heldout_tokens(str(notes), tok, 10_000, 32, scored=(8, 32))
+        heldout_tokens(str(notes), tok, n=10_000, seq_len=32, scored=(8, 32))
 
 
 def test_perplexity_equals_transformers_own_loss(tok, notes):
     model = tiny_model("llama", vocab=len(tok)).eval()
-    tokens = heldout_tokens(str(notes), tok, 5, 32, scored=(8, 32)).tokens
+    tokens = heldout_tokens(str(notes), tok, n=5, seq_len=32, scored=(8, 32)).tokens
     with torch.no_grad():
         loss = model(input_ids=tokens, labels=tokens).loss  # transformers' mean over every predicted token
     assert perplexity(model, tokens, batch_size=2) == pytest.approx(math.exp(float(loss)), rel=1e-5)

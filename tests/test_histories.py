@@ -119,8 +119,9 @@ def test_tokens_from_the_step_and_cumulative_over_restarting_stages(hub_root, en
     from redundancy import list_checkpoints
 
     with FakeHub(hub_root) as hub:
-        olmo3 = list_checkpoints(NAMINGS["olmo3"][0], "olmo3", endpoint=hub.endpoint)
-        fineweb = list_checkpoints(NAMINGS["fineweb-ablation"][0], "fineweb-ablation", endpoint=hub.endpoint)
+        olmo3 = list_checkpoints(NAMINGS["olmo3"][0], preset="olmo3", endpoint=hub.endpoint)
+        fineweb = list_checkpoints(NAMINGS["fineweb-ablation"][0], preset="fineweb-ablation",
+                                   endpoint=hub.endpoint)
     tps = 4194304
     assert [c.tokens for c in olmo3] == [0, 1000 * tps, 1000 * tps, 1500 * tps, 1600 * tps]
     assert [c.stage_step for c in olmo3] == [0, 1000, 0, 500, 100]

@@ -9,6 +9,7 @@ Run this file as a script to list the public functions whose docstring lacks "Ra
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import inspect
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "redundancy"
 BARE = {"ValueError", "IndexError", "KeyError", "TypeError"}
 # public functions without a "Raises" sentence today; lower it as docstrings gain one, never raise it
-MISSING_RAISES_AT_MOST = 92
+MISSING_RAISES_AT_MOST = 49
 
 
 def _public_modules() -> list[str]:
@@ -45,7 +46,11 @@ def public_functions() -> dict[str, object]:
                 continue
             obj = getattr(mod, n)
             if inspect.isclass(obj) and obj.__module__.startswith("redundancy"):
+                # a dataclass field's default (Events.log = lambda msg: None) is a value, not a method
+                fields = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
                 for m, f in vars(obj).items():
+                    if m in fields:
+                        continue
                     f = f.__func__ if isinstance(f, (classmethod, staticmethod)) else f
                     if not m.startswith("_") and inspect.isfunction(f):
                         found[f"{obj.__module__}.{obj.__qualname__}.{m}"] = f

@@ -89,7 +89,7 @@ def test_two_workers_score_the_single_process_cube(cluster, local_series, refere
     seen = []
     events = Events(checkpoint=lambda ckpt, state: seen.append((ckpt.step, state)))
     score_series_ray(
-        series, tmp_path / "cube.zarr", SETTINGS, events, fetcher=RecordPid(tmp_path), num_workers=2
+        series, tmp_path / "cube.zarr", SETTINGS, events=events, fetcher=RecordPid(tmp_path), num_workers=2
     )
 
     assert_same_cube(series, reference, CubeStore(tmp_path / "cube.zarr"))
@@ -100,7 +100,7 @@ def test_two_workers_score_the_single_process_cube(cluster, local_series, refere
     assert sorted(s for s, state in seen if state == "scored") == [c.step for c in series.checkpoints]
 
     again = Events(checkpoint=lambda ckpt, state: seen.append((ckpt.step, state)))
-    score_series_ray(series, tmp_path / "cube.zarr", SETTINGS, again, num_workers=2)
+    score_series_ray(series, tmp_path / "cube.zarr", SETTINGS, events=again, num_workers=2)
     assert again.written == [] and seen[-4:] == [(c.step, "done already") for c in series.checkpoints]
 
 
@@ -213,7 +213,7 @@ ray.init(address=address, log_to_driver=False)
 node, seen, tmp = ray.get(probe.remote(os.path.dirname(out)))
 states = []
 events = Events(checkpoint=lambda ckpt, state: states.append((ckpt.step, state)))
-score_series_ray(open_series("local:" + series), out, ScoreSettings(**json.loads(settings)), events)
+score_series_ray(open_series("local:" + series), out, ScoreSettings(**json.loads(settings)), events=events)
 with open(report, "w") as f:
     json.dump(dict(written=events.written, states=states, cpus=ray.cluster_resources().get("CPU"),
                    driver_node=ray.get_runtime_context().get_node_id(), task_node=node, seen=seen,

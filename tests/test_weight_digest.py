@@ -202,8 +202,8 @@ def test_cells_scored_before_whole_file_digests_are_rescored_not_refused(tmp_pat
                          tokens=None, provenance={"source": source})
         assert store.write_cell(cell)
     said = []
-    assert store.missing("m", 1, ["math"], "xxh3:fedcba9876543210", said.append) == ["math"]
+    assert store.missing("m", 1, ["math"], source="xxh3:fedcba9876543210", log=said.append) == ["math"]
     assert said == ["m step 1 math: scored before whole-file weight digests; rescoring it"]
     with pytest.raises(StoreError, match="scored from other weights"):
-        store.missing("m", 2, ["math"], "xxh3:fedcba9876543210")
-    assert store.missing("m", 2, ["math"], "xxh3:0123456789abcdef") == []
+        store.missing("m", 2, ["math"], source="xxh3:fedcba9876543210")
+    assert store.missing("m", 2, ["math"], source="xxh3:0123456789abcdef") == []

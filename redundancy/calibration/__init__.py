@@ -58,14 +58,15 @@ def _row_text(fields: list[str]) -> Callable[[dict], str]:
 
 
 def offline_names() -> list[str]:
-    """The registered sets that need no network."""
+    """The registered sets that need no network. Raises nothing on purpose."""
     return sorted(n for n in CALIBRATION_SETS.names() if CALIBRATION_SETS.get(n).offline)
 
 
 def _hub_set(hub: dict, fields: list[str]) -> Callable[[], Iterator[str]]:
     """The documents of a registered hub set, streamed when packed."""
     def documents() -> Iterator[str]:
-        return hub_documents(hub["repo"], hub.get("config"), hub["split"], _row_text(fields), offline_names())
+        return hub_documents(hub["repo"], config=hub.get("config"), split=hub["split"],
+                             to_text=_row_text(fields), builtin=offline_names())
     return documents
 
 
@@ -77,13 +78,17 @@ def _register_all() -> None:
             hub = s["hub"]
             docs = _hub_set(hub, s["fields"])
             source = f"hf:{hub['repo']}:{hub.get('config') or ''}:{hub['split']}:{','.join(s['fields'])}"
-        CALIBRATION_SETS.register(name, CalibrationSet(name, s["description"], docs, "builtin" in s, source))
+        CALIBRATION_SETS.register(name, CalibrationSet(name, description=s["description"], documents=docs,
+                                                       offline="builtin" in s, source=source))
 
 
-def resolve_set(spec: str, text_field: str = "text") -> CalibrationSet:
-    """A registered name, a local file or folder, or hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]."""
+def resolve_set(spec: str, *, text_field: str = "text") -> CalibrationSet:
+    """A registered name, a local file or folder, or hf:ORG/NAME[:CONFIG]:SPLIT[:FIELD]; `text_field`
+    is the field read from files and hub rows. Nothing is read but a local path's bytes (for its digest).
+    Raises CalibrationError (a malformed hf: spec, a missing or empty file or folder, an unreadable
+    file); NotFoundError (an unknown set name, with the closest one)."""
     from ._spec import resolve
-    return resolve(spec, text_field)
+    return resolve(spec, text_field=text_field)
 
 
 def _tokenizer_key(tokenizer: Any) -> str:
@@ -106,7 +111,7 @@ def _packed(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
 
 def _resolved(spec: "str | CalibrationSet", text_field: str) -> CalibrationSet:
     """A set resolved already (ScoreSettings.sets(): a folder is listed once per run) or a spec."""
-    return spec if isinstance(spec, CalibrationSet) else resolve_set(spec, text_field)
+    return spec if isinstance(spec, CalibrationSet) else resolve_set(spec, text_field=text_field)
 
 
 def _check_counts(n: int, seq_len: int) -> None:
@@ -117,7 +122,7 @@ def _check_counts(n: int, seq_len: int) -> None:
         raise CalibrationError(f"need n >= 1 samples and seq_len >= 2 tokens, got n={n}, seq_len={seq_len}")
 
 
-def calibration_tokens(spec: "str | CalibrationSet", tokenizer: Any, n: int, seq_len: int, seed: int = 0,
+def calibration_tokens(spec: "str | CalibrationSet", tokenizer: Any, *, n: int, seq_len: int, seed: int = 0,
                        text_field: str = "text") -> Calibration:
     """Pack set `spec` (a name, a file or folder, hf:..., or a CalibrationSet resolved already) with
     `tokenizer` into n windows of seq_len tokens (see _packing.pack): `tokens` (n, seq_len) int64.
@@ -128,12 +133,14 @@ def calibration_tokens(spec: "str | CalibrationSet", tokenizer: Any, n: int, seq
     _check_counts(n, seq_len)
     cset = _resolved(spec, text_field)
     tokens = _packed((cset.source or cset.name, _tokenizer_key(tokenizer), n, seq_len, seed),
-                     lambda: pack(cset.documents(), tokenizer, n, seq_len, seed, set_name=cset.name))
+                     lambda: pack(cset.documents(), tokenizer, n=n, seq_len=seq_len, seed=seed,
+                                          set_name=cset.name))
     settings = dict(n_samples=n, seq_len=seq_len, seed=seed, pool_factor=POOL_FACTOR, packing=PACKING)
-    return Calibration(cset.name, tokens, fingerprint(tokens), settings, cset.source)
+    return Calibration(cset.name, tokens, fingerprint=fingerprint(tokens), settings=settings,
+                       source=cset.source)
 
 
-def heldout_tokens(spec: "str | CalibrationSet", tokenizer: Any, n: int, seq_len: int,
+def heldout_tokens(spec: "str | CalibrationSet", tokenizer: Any, *, n: int, seq_len: int,
                    scored: tuple[int, int], text_field: str = "text") -> Calibration:
     """n windows (n, seq_len) of set `spec` that no scoring run with `scored` = (n_samples, seq_len)
     can have drawn, whatever its seed: the windows after its pool (see _packing.pack_heldout).
@@ -141,9 +148,11 @@ def heldout_tokens(spec: "str | CalibrationSet", tokenizer: Any, n: int, seq_len
     _check_counts(n, seq_len)
     cset, after = _resolved(spec, text_field), pool_tokens(*scored)
     tokens = _packed(("heldout", cset.source or cset.name, _tokenizer_key(tokenizer), n, seq_len, after),
-                     lambda: pack_heldout(cset.documents(), tokenizer, n, seq_len, after, set_name=cset.name))
+                     lambda: pack_heldout(cset.documents(), tokenizer, n=n, seq_len=seq_len, after=after,
+                                                  set_name=cset.name))
     settings = dict(n_samples=n, seq_len=seq_len, after_token=after, packing=PACKING)
-    return Calibration(cset.name, tokens, fingerprint(tokens), settings, cset.source)
+    return Calibration(cset.name, tokens, fingerprint=fingerprint(tokens), settings=settings,
+                       source=cset.source)
 
 
 _register_all()

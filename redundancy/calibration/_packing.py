@@ -81,7 +81,7 @@ def _stream_windows(docs: Iterable[Document], tokenizer: Any, max_windows: int, 
     return stream[:n_windows * seq_len].reshape(n_windows, seq_len).copy()
 
 
-def pack(docs: Iterable[Document], tokenizer: Any, n: int, seq_len: int, seed: int,
+def pack(docs: Iterable[Document], tokenizer: Any, *, n: int, seq_len: int, seed: int,
          set_name: str = "set") -> torch.Tensor:
     """-> (n, seq_len) int64 token windows, n of the stream's first POOL_FACTOR * n windows, chosen by
     seed. Raises CalibrationError when the set is too small."""
@@ -99,7 +99,7 @@ def pool_tokens(n: int, seq_len: int) -> int:
     return POOL_FACTOR * n * seq_len
 
 
-def pack_heldout(docs: Iterable[Document], tokenizer: Any, n: int, seq_len: int, after: int,
+def pack_heldout(docs: Iterable[Document], tokenizer: Any, *, n: int, seq_len: int, after: int,
                  set_name: str = "set") -> torch.Tensor:
     """-> (n, seq_len): the first n windows starting at or after token `after` of the stream (give
     pool_tokens of the scoring settings), so they share no token position with any scoring window,

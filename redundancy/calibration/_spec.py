@@ -35,9 +35,10 @@ def parse_hf(spec: str) -> tuple[str, str | None, str, str | None]:
     return repo, rest[0] or None, rest[1], rest[2]
 
 
-def resolve(spec: str, text_field: str = "text", registry: Any = None,
+def resolve(spec: str, *, text_field: str = "text", registry: Any = None,
             row_text: Callable[[list[str]], Callable[[dict], str]] | None = None):
-    """The CalibrationSet `spec` names (see the module docstring)."""
+    """The CalibrationSet `spec` names (see the module docstring). Raises CalibrationError (a malformed
+    hf: spec, a missing or empty file or folder, an unreadable file); NotFoundError (an unknown name)."""
     from . import CALIBRATION_SETS, CalibrationSet, _row_text, offline_names
     from ._files import SUFFIXES, data_files, file_documents
     from ._hub import hub_documents
@@ -50,8 +51,8 @@ def resolve(spec: str, text_field: str = "text", registry: Any = None,
         fields = [field or text_field]
         name = _short("-".join(p for p in (repo.split("/")[-1], config, split) if p))
         return CalibrationSet(name, f"{repo} {split} split from the hub", lambda: hub_documents(
-            repo, config, split, _row_text(fields), offline_names(), field=fields[0]), False,
-            source=f"hf:{repo}:{config or ''}:{split}:{fields[0]}")
+            repo, config=config, split=split, to_text=_row_text(fields), builtin=offline_names(),
+            field=fields[0]), False, source=f"hf:{repo}:{config or ''}:{split}:{fields[0]}")
     path = Path(spec).expanduser()
     if path.exists() or path.suffix in SUFFIXES or "/" in spec or "\\" in spec:
         files = data_files(path)  # a missing path or an empty folder fails here, before any work
@@ -76,7 +77,7 @@ def same_place(a: str, b: str) -> bool:
     return a.partition("@")[0] == b.partition("@")[0]
 
 
-def spec_of(label: str, source: str, registry: Any = None) -> tuple[str, str]:
+def spec_of(label: str, source: str, *, registry: Any = None) -> tuple[str, str]:
     """(spec, text_field) that reads again the set a cube stores under `label`, from the
     `calibration_source` its cells record ("file:PATH:FIELD", "hf:...", "builtin:..." or "")."""
     from . import CALIBRATION_SETS

@@ -51,10 +51,10 @@ def check_cube(location: str | Path, *, repair: bool = False,
     for kind in KINDS:
         _check_kind(store, kind=kind, records=records, seen=seen, report=report)
     for key in sorted((records.keys() if records is not None else set()) - seen, key=str):
-        if not any(line.startswith(store.prefix(key[1], key[2], key[3], key[0]) + ":")
+        if not any(line.startswith(store.prefix(key[1], key[2], key[3], kind=key[0]) + ":")
                    for line in report.damaged):
-            report.damaged.append(f"{store.prefix(key[1], key[2], key[3], key[0])}: missing (recorded in "
-                                  "the index; the next score rescores it)")
+            where = store.prefix(key[1], key[2], key[3], kind=key[0])
+            report.damaged.append(f"{where}: missing (recorded in the index; the next score rescores it)")
     return report
 
 
@@ -75,8 +75,8 @@ def _check_kind(store: CubeStore, kind: str, records: Any, seen: set, report: Cu
             if labels not in records:
                 report.notes.append(f"{prefix}: sound, not yet in the index (open_cube does not show it; "
                                     "the next score or `check --repair` records it)")
-    for prefix in store.half_written(kind, listing):
+    for prefix in store.half_written(kind, listing=listing):
         report.notes.append(f"{prefix}: half-written by a writer that was killed; never read, the next "
                             "score writes it whole")
-    for prefix in store.foreign(kind, listing):
+    for prefix in store.foreign(kind, listing=listing):
         report.foreign.append(f"{prefix}: not a cell of this cube (open_cube ignores it; remove it)")

@@ -60,7 +60,11 @@ class CubeStore:
 
     @classmethod
     def open(cls, location: str | Path, settings: dict[str, Any] | None = None) -> "CubeStore":
-        """Open or create the store; refuse a non-cube location or other calibration settings."""
+        """Open or create the store; refuse a non-cube location or other calibration settings.
+        `settings`: the calibration settings (SETTINGS_KEYS) the cells are scored with; None opens an
+        existing cube as it is. Raises StoreError (the location holds something other than a cube or
+        nothing, other settings, no cube yet and no settings given, an unreadable root, an object store
+        that cannot be reached or needs obstore)."""
         store = cls(location)
         store._check_path()
         if store.root() is not None:
@@ -78,7 +82,7 @@ class CubeStore:
 
     def root(self) -> dict[str, Any] | None:
         """The root group's attributes, None where there is no root yet (read once: only `repair`
-        changes it)."""
+        changes it). Raises StoreError (an unreadable zarr.json; an object store that cannot be read)."""
         if self._root is None:
             blob = self.backend.get("zarr.json")
             if blob is None:
@@ -90,7 +94,7 @@ class CubeStore:
         return self._root
 
     def format(self) -> int:
-        """1 for a cube written before format 2 (no index, sizes only), else 2."""
+        """1 for a cube written before format 2 (no index, sizes only), else 2. Raises what `root` raises."""
         return 1 if (self.root() or {}).get("format") == CUBE_FORMAT_1 else 2
 
     def _root_bytes(self, settings: dict[str, Any]) -> bytes:
@@ -123,36 +127,44 @@ class CubeStore:
                              "nothing in it was changed: choose another --out")
 
     def settings(self) -> dict[str, Any]:
+        """The calibration settings the cube was created with ({SETTINGS_KEYS: value}). Raises what
+        `root` raises; KeyError from Python on a store without a root (`open` makes one first)."""
         return (self.root() or {})["settings"]
 
     # --- cells -----------------------------------------------------------------------------------------
 
-    def prefix(self, model: str, step: int, dataset: str, kind: str = "cells") -> str:
-        """The key prefix of a cell. `kind` is "cells" (scores) or "orders" (dropping orders)."""
+    def prefix(self, model: str, step: int, dataset: str, *, kind: str = "cells") -> str:
+        """The key prefix of a cell. `kind` is "cells" (scores) or "orders" (dropping orders).
+        Raises nothing on purpose."""
         return f"{kind}/{_key(model)}/{_key(dataset)}/step-{step:012d}"
 
-    def cell_path(self, model: str, step: int, dataset: str, kind: str = "cells") -> Path:
-        """A local store's cell folder."""
-        return self.path / self.prefix(model, step, dataset, kind)
+    def cell_path(self, model: str, step: int, dataset: str, *, kind: str = "cells") -> Path:
+        """A local store's cell folder. Raises nothing on purpose."""
+        return self.path / self.prefix(model, step, dataset, kind=kind)
 
-    def has_cell(self, model: str, step: int, dataset: str, kind: str = "cells") -> bool:
+    def has_cell(self, model: str, step: int, dataset: str, *, kind: str = "cells") -> bool:
         """True when the cell was written completely (its `.complete.json`, or for format-1 cells
-        written before that record existed, its zarr.json)."""
-        prefix = self.prefix(model, step, dataset, kind)
+        written before that record existed, its zarr.json). Raises StoreError where an object store cannot be
+        reached or refuses the request."""
+        prefix = self.prefix(model, step, dataset, kind=kind)
         return self.backend.exists(f"{prefix}/{COMPLETE}") or \
             self.format() == 1 and self.backend.exists(f"{prefix}/zarr.json")
 
-    def records(self, refresh: bool = False) -> _index.Records:
-        """The index: (kind, model, step, dataset) -> the cell's record (`_cellio.make_record`)."""
+    def records(self, *, refresh: bool = False) -> _index.Records:
+        """The index: (kind, model, step, dataset) -> the cell's record (`_cellio.make_record`).
+        Raises StoreError (an index object unreadable or changed since written, an index that kept
+        changing while read, an object store that cannot be read)."""
         if self._records is None or refresh:
             self._records = _index.read(self.backend)
         return self._records
 
-    def missing(self, model: str, step: int, datasets: list[str], source: str = "",
+    def missing(self, model: str, step: int, datasets: list[str], *, source: str = "",
                 log: Callable[[str], None] = lambda msg: None) -> list[str]:
         """The datasets of (model, step) still to score: absent cells, and damaged ones (reported and
         removed). A sound cell the index lacks (its writer was killed between the two) is recorded.
-        Cells scored from other weights (`source`) are refused: another model, same name."""
+        Cells scored from other weights (`source`) are refused: another model, same name.
+        Raises StoreError (cells of other weights; an unreadable index; StoreError where an object store
+        cannot be reached or refuses the request)."""
         out = []
         for d in datasets:
             prefix = self.prefix(model, step, d)
@@ -184,7 +196,8 @@ class CubeStore:
         return str(cell[name].item()) if name in cell else ""
 
     def dataset_source(self, name: str) -> str:
-        """The calibration source the store's cells of set `name` were read from ("" if none say)."""
+        """The calibration source the store's cells of set `name` were read from ("" if none say).
+        Raises what `records` raises."""
         if self.format() == 2:
             frame = self.records().frame
             if "p/calibration_source" not in frame:
@@ -197,12 +210,14 @@ class CubeStore:
                 return stored
         return ""
 
-    def damage(self, prefix: str | Path, expect: tuple[str, str, int, str] | None = None,
+    def damage(self, prefix: str | Path, *, expect: tuple[str, str, int, str] | None = None,
                full: bool = False, listing: dict[str, int] | None = None) -> str:
         """"" for a sound cell, else what is wrong with it: a file missing or of another size, labels
         of another cell (copied or renamed), not what the index recorded, or (`full`: every byte read)
         other bytes. `expect`: the (kind, model, step, dataset) its place says it holds; `listing`: the
-        cell's {key: size} where the caller listed it already."""
+        cell's {key: size} where the caller listed it already. Damage is the answer, not an error:
+        raises only what `records` raises (an unreadable index; StoreError where an object store cannot be
+        reached or refuses the request)."""
         prefix = self._as_prefix(prefix)
         blob = self.backend.get(f"{prefix}/{COMPLETE}")
         if blob is None:  # format 1 before the record existed: the scores must read back
@@ -216,7 +231,7 @@ class CubeStore:
             return _sizes_differ(self.backend, prefix, complete, listing)
         labels = (complete["kind"], complete["model"], complete["step"], complete["dataset"])
         if expect and tuple(labels) != tuple(expect) \
-                or prefix != self.prefix(*labels[1:3], labels[3], labels[0]):
+                or prefix != self.prefix(*labels[1:3], labels[3], kind=labels[0]):
             return f"holds {labels[1]} step {labels[2]} {labels[3]} (copied or renamed here)"
         files = {k: v[0] for k, v in complete["files"].items()}
         listing = listing if listing is not None else self.backend.list(prefix + "/")
@@ -243,7 +258,8 @@ class CubeStore:
         return ""
 
     def discard(self, prefix: str | Path) -> None:
-        """Remove a damaged cell so it is rescored (no reader sees half of it)."""
+        """Remove a damaged cell so it is rescored (no reader sees half of it). Raises StoreError where an
+        object store cannot be reached or refuses the request."""
         self.backend.discard(self._as_prefix(prefix))
 
     def _labels(self, prefix: str) -> tuple[str, str, int, str] | None:
@@ -261,10 +277,10 @@ class CubeStore:
             return prefix.relative_to(self.path).as_posix()
         return prefix
 
-    def read_cell(self, model: str, step: int, dataset: str, kind: str = "cells") -> xr.Dataset:
+    def read_cell(self, model: str, step: int, dataset: str, *, kind: str = "cells") -> xr.Dataset:
         """One stored cell, loaded into memory, its bytes checked against what its writer recorded.
         Raises StoreError for a changed or missing cell."""
-        return self._read_prefix(self.prefix(model, step, dataset, kind))
+        return self._read_prefix(self.prefix(model, step, dataset, kind=kind))
 
     def _read_prefix(self, prefix: str) -> xr.Dataset:
         files = self._files(prefix)
@@ -283,14 +299,14 @@ class CubeStore:
         blobs = self.backend.get_many(names)
         return {k[len(prefix) + 1:]: b for k, b in zip(names, blobs) if b is not None}
 
-    def write_cell(self, cell: xr.Dataset, kind: str = "cells") -> bool:
+    def write_cell(self, cell: xr.Dataset, *, kind: str = "cells") -> bool:
         """Write one cell whole and record it in the index; False if it was already there (kept as it
         was). Raises StoreError on a format-1 cube (convert it first: `check --repair`)."""
         if self.format() == 1:
             raise StoreError(f"{self.path} is a format-1 cube; `redundancy check --repair {self.path}` "
                              "converts it (every value kept), then write to it")
         files, record = encode(cell, kind)
-        prefix = self.prefix(record["model"], record["step"], record["dataset"], kind)
+        prefix = self.prefix(record["model"], record["step"], record["dataset"], kind=kind)
         if not self.backend.publish(prefix, files):
             return False
         _index.add(self.backend, [record])
@@ -303,7 +319,7 @@ class CubeStore:
 
     def prepare(self, log: Callable[[str], None] = lambda msg: None) -> None:
         """Before a run writes: remove this host's dead writers' temporary cells, convert a format-1
-        cube (saying so), and record sound cells the index lacks."""
+        cube (saying so), and record sound cells the index lacks. Raises what `repair` and `adopt` raise."""
         self.clean_partial()
         if self.format() == 1:
             counts = self.repair(log=log)
@@ -312,13 +328,14 @@ class CubeStore:
         self.adopt(log)
 
     def compact(self) -> None:
-        """Merge the index's segments into one base (writers call it at the end of a run)."""
+        """Merge the index's segments into one base (writers call it at the end of a run). Raises what
+        `records` raises."""
         if self.format() == 2:
             _index.compact(self.backend, force=True)
 
     def adopt(self, log: Callable[[str], None] = lambda msg: None) -> int:
         """Record every sound cell the index lacks (a writer killed between writing it and recording
-        it; cells copied in by hand); returns how many."""
+        it; cells copied in by hand); returns how many. Raises what `records` raises."""
         records = self.records(refresh=True)
         new = []
         for kind in KINDS:
@@ -352,17 +369,19 @@ class CubeStore:
                 out.add("/".join(parts[:4]))
         return sorted(out)
 
-    def half_written(self, kind: str = "cells", listing: dict[str, int] | None = None) -> list[str]:
+    def half_written(self, kind: str = "cells", *, listing: dict[str, int] | None = None) -> list[str]:
         """Cells whose writer was killed before `.complete.json` (object stores, where there is no
-        rename): never read; the next writer takes the claim over and writes them whole."""
+        rename): never read; the next writer takes the claim over and writes them whole. Raises StoreError
+        where an object store cannot be reached or refuses the request."""
         if self.format() == 1:
             return []
         listed = listing if listing is not None else self.backend.list(f"{kind}/")
         started = {k.rsplit("/", 1)[0] for k in listed if k.endswith("/" + CLAIM)}
         return sorted(p for p in started if f"{p}/{COMPLETE}" not in listed)
 
-    def foreign(self, kind: str = "cells", listing: dict[str, int] | None = None) -> list[str]:
-        """Objects under `kind/` that belong to no cell: a zarr group copied in, stray files."""
+    def foreign(self, kind: str = "cells", *, listing: dict[str, int] | None = None) -> list[str]:
+        """Objects under `kind/` that belong to no cell: a zarr group copied in, stray files. Raises
+        StoreError where an object store cannot be reached or refuses the request."""
         out = set()
         for key in (listing if listing is not None else self.backend.list(f"{kind}/")):
             parts = key.split("/")
@@ -376,16 +395,19 @@ class CubeStore:
         return [p for p in sorted(out) if not any(p.startswith(q + "/") for q in out)]  # the outermost
 
     def cell_paths(self, kind: str = "cells") -> list[Path]:
-        """A local store's cell folders that hold a zarr group (written whole, or their damage shows)."""
+        """A local store's cell folders that hold a zarr group (written whole, or their damage shows).
+        Raises nothing on purpose."""
         return sorted(p.parent for p in (self.path / kind).glob("*/*/step-*/zarr.json"))
 
     def written_cells(self, kind: str = "cells") -> list[str]:
-        """Prefixes of every cell that was written whole: `damage` names what is gone since."""
+        """Prefixes of every cell that was written whole: `damage` names what is gone since. Raises
+        StoreError where an object store cannot be reached or refuses the request."""
         return self._listed(kind)
 
     def clean_partial(self) -> int:
         """Remove this host's temporary cells left by processes that no longer run (local stores:
-        an object store's half-written cells hold a claim that the next writer takes over)."""
+        an object store's half-written cells hold a claim that the next writer takes over); returns how
+        many. Raises nothing on purpose."""
         if self.url:
             return 0
         before = self._partials()
@@ -411,7 +433,9 @@ class CubeStore:
     def repair(self, log: Callable[[str], None] = print) -> dict[str, int]:
         """Convert a format-1 cube to format 2, remove damaged cells (the next score rescores them),
         record unindexed sound cells, and rebuild the index from the cells. Every sound value is kept:
-        each converted cell is read back and compared before it replaces the old one. Returns counts."""
+        each converted cell is read back and compared before it replaces the old one. Returns counts.
+        Raises StoreError (converting a cell would change a value: it is left as it is; StoreError where an
+        object store cannot be reached or refuses the request)."""
         counts = {"converted": 0, "removed": 0, "kept": 0}
         old = self.format() == 1
         self._records = _index.Records(_index.to_frame([]))  # rebuilt from the cells: the old one unread

@@ -43,7 +43,7 @@ def plan_cells(series: Series, store: CubeStore, names: Sequence[str], log: Call
     for c in series.checkpoints:
         stored = any(store.has_cell(series.model, c.step, d) for d in names)
         source = c.weights_source() if stored else ""
-        missing[c.step] = store.missing(series.model, c.step, list(names), source, log)
+        missing[c.step] = store.missing(series.model, c.step, list(names), source=source, log=log)
     plan = Plan()
     scored = {c.step for c in series.checkpoints if missing[c.step]}
     for c in series.checkpoints:

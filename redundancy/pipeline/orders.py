@@ -49,13 +49,13 @@ def order_series(series: Series, store: CubeStore, settings: ScoreSettings, *,
         raise SeriesError(f"{series.model} has no step {missing[0]}; it has {sorted(by_step)}")
     written, todo = [], {}
     for step in wanted:
-        todo[step] = [d for d in settings.sets() if not store.has_cell(series.model, step, d, "orders")]
+        todo[step] = [d for d in settings.sets() if not store.has_cell(series.model, step, d, kind="orders")]
         if not todo[step]:
             ev.checkpoint(by_step[step], "done already")
     for ckpt, ready in prefetched([by_step[s] for s in wanted if todo[s]], fetcher):
         ev.checkpoint(ckpt, "ordering")
-        written += _order_checkpoint(series.model, ready, todo[ckpt.step], store, settings, modules, metric,
-                                     ev)
+        written += _order_checkpoint(series.model, ready, datasets=todo[ckpt.step], store=store, s=settings,
+                                     modules=modules, metric=metric, ev=ev)
     return written
 
 
@@ -63,21 +63,24 @@ def _order_checkpoint(name: str, ckpt: Checkpoint, datasets: list[str], store: C
                       modules: Sequence[str], metric: str, ev: Events) -> list[tuple[int, str]]:
     unscored = [d for d in datasets if not store.has_cell(name, ckpt.step, d)]
     if unscored:
-        _score_checkpoint(name, ckpt, unscored, store, s, ev)
-    model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
+        _score_checkpoint(name, ckpt, datasets=unscored, store=store, s=s, ev=ev)
+    model, tokenizer = load_checkpoint(ckpt, device=s.device, dtype=s.dtype)
     scorer = Scorer(model, s.metrics)
     written = []
     sets = s.sets()  # resolved once, in the settings
     for dataset in datasets:
-        calib = calibration_tokens(sets[dataset], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
+        calib = calibration_tokens(sets[dataset], tokenizer, n=s.n_samples, seq_len=s.seq_len, seed=s.seed,
+                                   text_field=s.text_field)
         tokens = calib.tokens
         orders = {}
         for module in modules:
             ev.log(f"iterative {module} order, step {ckpt.step}, {dataset}")
-            orders[("one-shot", module)] = _one_shot(store, name, ckpt.step, dataset, module, metric)
-            orders[("iterative", module)] = iterative_order(scorer, tokens, module, s.batch_size, metric)
+            orders[("one-shot", module)] = _one_shot(store, name, step=ckpt.step, dataset=dataset,
+                                                     module=module, metric=metric)
+            orders[("iterative", module)] = iterative_order(scorer, tokens, module, batch_size=s.batch_size,
+                                                            metric=metric)
         cell = make_order_cell(orders, scorer.n_layers, model=name, step=ckpt.step, dataset=dataset,
                                metric=metric)
-        if store.write_cell(cell, "orders"):
+        if store.write_cell(cell, kind="orders"):
             written.append((ckpt.step, dataset))
     return written

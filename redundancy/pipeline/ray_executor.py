@@ -35,10 +35,10 @@ Task = tuple[list[Checkpoint], list[xr.Dataset]]
 
 
 @contextmanager
-def ray_cluster(num_workers: int | None = None, address: str | None = None) -> Iterator[Any]:
+def ray_cluster(*, num_workers: int | None = None, address: str | None = None) -> Iterator[Any]:
     """The `ray` module, initialised for the block: an already initialised Ray is used as it is;
     else join `address` (or $RAY_ADDRESS), or start a local cluster of `num_workers` CPUs (default all),
-    shut down after."""
+    shut down after. Raises RedundancyError when Ray is not installed."""
     try:
         import ray
     except ImportError:
@@ -114,8 +114,8 @@ def _remote(ray: Any, settings: ScoreSettings, max_retries: int) -> tuple[Any, S
     return remote, dataclasses.replace(settings, device="cuda") if gpu else settings
 
 
-def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSettings,
-                     events: Events | None = None, *, fetcher: Fetcher | None = None,
+def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSettings, *,
+                     events: Events | None = None, fetcher: Fetcher | None = None,
                      num_workers: int | None = None, address: str | None = None,
                      max_retries: int = 2) -> Events:
     """`score_series` with each checkpoint a Ray task; at most `num_workers` run at once (default:
@@ -136,7 +136,7 @@ def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSett
         ev.checkpoint(c, "done already")
     if not tasks:
         return ev
-    with ray_cluster(num_workers, address) as ray:
+    with ray_cluster(num_workers=num_workers, address=address) as ray:
         remote, task_settings = _remote(ray, settings, max_retries)
 
         def submit(task: Task) -> Any:
@@ -147,7 +147,7 @@ def score_series_ray(series: Series, store_path: str | Path, settings: ScoreSett
             return remote.remote(one, task_settings, fetcher, seeds)
 
         limit = num_workers or len(tasks)  # tasks in flight at once
-        with closing(_as_completed(ray, submit, tasks, limit, max_retries + 1)) as finished:
+        with closing(_as_completed(ray, submit, tasks, limit=limit, tries=max_retries + 1)) as finished:
             for (ckpts, _), cells in finished:
                 for cell in cells:  # False: a concurrent run wrote the cell first (kept as it was)
                     if store.write_cell(cell):

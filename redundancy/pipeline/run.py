@@ -23,14 +23,15 @@ def _local(series: Series, store: CubeStore, settings: ScoreSettings, events: Ev
            fetcher: Fetcher | None, workers: int | None) -> Events:
     """This process, one checkpoint after the other (the next one fetched meanwhile)."""
     from .score import score_series
-    return score_series(series, store, settings, events, fetcher)
+    return score_series(series, store, settings, events=events, fetcher=fetcher)
 
 
 def _ray(series: Series, store: CubeStore, settings: ScoreSettings, events: Events, *,
          fetcher: Fetcher | None, workers: int | None) -> Events:
     """A Ray task per checkpoint, `workers` at once (default: as many as the cluster fits)."""
     from .ray_executor import score_series_ray
-    return score_series_ray(series, store.path, settings, events, fetcher=fetcher, num_workers=workers)
+    return score_series_ray(series, store.path, settings, events=events, fetcher=fetcher,
+                            num_workers=workers)
 
 
 EXECUTORS.register("local", _local)
@@ -48,8 +49,8 @@ def open_histories(spec: str, *, selection: Selection | None = None, events: Eve
     from ..sources import open_all
 
     ev, access = events or Events(), access or HubAccess()
-    return open_all(spec, ev.opening, **(selection or Selection()).series_args(), token=access.token,
-                    endpoint=access.endpoint, tokenizer=access.tokenizer)
+    return open_all(spec, progress=ev.opening, **(selection or Selection()).series_args(),
+                    token=access.token, endpoint=access.endpoint, tokenizer=access.tokenizer)
 
 
 def score_history(spec: str | Sequence[Series], *, out: str | Path, settings: ScoreSettings | None = None,

@@ -20,9 +20,11 @@ from ._plan import plan_cells, prefetched
 from .settings import DTYPES, Events, Fetcher, ScoreSettings
 
 
-def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
-    """(model, tokenizer) of one checkpoint, in eval mode on `device`; weights that do not match
-    the config, unreadable files and refused pickles are one SeriesError."""
+def load_checkpoint(ckpt: Checkpoint, *, device: str, dtype: str):
+    """(model, tokenizer) of one checkpoint, in eval mode on `device` (a torch device name) in `dtype`
+    (a key of DTYPES). Raises SeriesError (weights that do not match the config, unreadable files, a
+    refused pickle, an unloadable tokenizer); UnsupportedFamilyError or RedundancyError (a config.json
+    that is no text model of a known family)."""
     from .._load import load_model, load_tokenizer
 
     label = f"step {ckpt.step} ({ckpt.path})"
@@ -31,12 +33,19 @@ def load_checkpoint(ckpt: Checkpoint, device: str, dtype: str):
     return model.to(device), load_tokenizer(ckpt.tokenizer_path or ckpt.path, label)
 
 
-def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
+def score_series(series: Series, store: CubeStore, settings: ScoreSettings, *,
                  events: Events | None = None, fetcher: Fetcher | None = None) -> Events:
-    """Score every (checkpoint, dataset) cell not yet in `store`; returns events with what was written.
+    """Score every (checkpoint, dataset) cell not yet in `store`; returns events with what was written
+    (`events.written`: (step, dataset) pairs).
 
     A checkpoint byte-identical to an earlier one (duplicate_of) is not scored again: its cells are
     copies of the original's, marked with duplicate_of.
+
+    Raises StoreError (the store is no cube, holds other settings, another source under a calibration
+    set's name, or a checkpoint scored from other weights); SeriesError (a checkpoint's files cannot be
+    loaded); CalibrationError (a set too small, offline, or --seq-len past the model's context);
+    UnsupportedFamilyError (a model_type outside the family table); SelfCheckError (hook sites that do
+    not rebuild a layer); NonFiniteActivationError (NaN or inf in the residual stream).
     """
     ev = events or Events()
     store.prepare(ev.log)
@@ -50,7 +59,8 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings,
         if ready.tokenizer_path is not None:
             ev.log(f"step {ckpt.step}: {ckpt.revision} has no tokenizer files; using "
                    f"{ckpt.tokenizer_from or ready.tokenizer_path}'s")
-        _score_checkpoint(series.model, ready, missing, store, settings, ev, series.meta())
+        _score_checkpoint(series.model, ready, datasets=missing, store=store, s=settings, ev=ev,
+                          meta=series.meta())
         ev.checkpoint(ckpt, "scored")
     for ckpt, missing in plan.copies:  # originals are all in the store now
         ev.written += _copy_duplicate(store, series.model, ckpt, missing)
@@ -109,13 +119,15 @@ def _score_checkpoint(model_name: str, ckpt: Checkpoint, datasets: list[str], st
     """`meta`: the series' suite, seed and seed kind, stored with every cell."""
     ckpt = replace(ckpt, source=ckpt.weights_source())  # once for all its cells
     if s.layerwise:
-        return _score_checkpoint_layerwise(model_name, ckpt, datasets, store, s, ev, meta)
-    model, tokenizer = load_checkpoint(ckpt, s.device, s.dtype)
+        return _score_checkpoint_layerwise(model_name, ckpt, datasets=datasets, store=store, s=s, ev=ev,
+                                           meta=meta)
+    model, tokenizer = load_checkpoint(ckpt, device=s.device, dtype=s.dtype)
     _check_context(model.config, model_name, ckpt, s.seq_len)
     scorer = Scorer(model, s.metrics)
     sets = s.sets()  # resolved once, in the settings
     for name in datasets:
-        calib = calibration_tokens(sets[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
+        calib = calibration_tokens(sets[name], tokenizer, n=s.n_samples, seq_len=s.seq_len, seed=s.seed,
+                                   text_field=s.text_field)
         check_token_ids(calib.tokens, model, f"{model_name} step {ckpt.step}")
         ev.dataset(name, s.n_samples)
         scores = scorer.score(calib.tokens, s.batch_size, on_batch=ev.batches)
@@ -135,11 +147,12 @@ def _score_checkpoint_layerwise(model_name: str, ckpt: Checkpoint, datasets: lis
     _check_context(config, model_name, ckpt, s.seq_len)
     tokenizer = load_tokenizer(ckpt.tokenizer_path or ckpt.path, f"{model_name} step {ckpt.step}")
     sets = s.sets()  # resolved once, in the settings
-    calibs = [calibration_tokens(sets[name], tokenizer, s.n_samples, s.seq_len, s.seed, s.text_field)
-              for name in datasets]
+    calibs = [calibration_tokens(sets[name], tokenizer, n=s.n_samples, seq_len=s.seq_len, seed=s.seed,
+                                 text_field=s.text_field) for name in datasets]
     ev.dataset("+".join(datasets) + " (layer by layer)", len(datasets) * s.n_samples)
-    scores = score_layerwise(ckpt.path, torch.cat([c.tokens for c in calibs]), s.batch_size, s.device,
-                             DTYPES[s.dtype], s.metrics)  # (len(datasets) * n, L, 3, M)
+    scores = score_layerwise(ckpt.path, torch.cat([c.tokens for c in calibs]), batch_size=s.batch_size,
+                             device=s.device, dtype=DTYPES[s.dtype],
+                             metrics=s.metrics)  # (len(datasets) * n, L, 3, M)
     ev.batches(len(datasets) * s.n_samples)
     names = [METRICS.get(m).name for m in s.metrics]
     for i, (name, calib) in enumerate(zip(datasets, calibs)):

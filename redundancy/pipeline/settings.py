@@ -36,9 +36,12 @@ class Fetcher:
     nothing; the hub crawler downloads (in a background thread, overlapping the scoring)."""
 
     def fetch(self, ckpt: Checkpoint) -> Checkpoint:
+        """`ckpt` with local files (here: `ckpt` as it is). Raises nothing on purpose; a fetcher that
+        downloads (sources._fetch.HubFetcher) raises SeriesError when the files cannot be had."""
         return ckpt
 
     def release(self, ckpt: Checkpoint) -> None:
+        """Free what `fetch` made local for `ckpt` (here: nothing). Raises nothing on purpose."""
         return None
 
 

@@ -55,11 +55,16 @@ def _split(spec: str) -> tuple[str, str]:
 NAMING = ("preset", "pattern", "tokens_per_step", "stages")  # what local: takes too
 
 
-def open_series(spec: str, progress: Progress | None = None, **hub_args: Any) -> Series:
+def open_series(spec: str, *, progress: Progress | None = None, **hub_args: Any) -> Series:
     """`builtin:tiny`, `local:DIR` or `hub:ORG/NAME` -> its checkpoints (training the built-in one on
     first use; a hub history is listed and selected by `hub_args`: preset, every, steps, max_n...,
     see sources._crawl.hub_series; nothing is downloaded; a local folder takes preset, pattern and
-    tokens_per_step, how its folder names read: sources._steps.read_step)."""
+    tokens_per_step, how its folder names read: sources._steps.read_step). `progress(what, done, total)`
+    hears the built-in series' training.
+
+    Raises SeriesError (a spec that is not KIND:NAME, hub selections given for a series that is not on
+    the hub, a folder or hub history that cannot be read as checkpoints, a name whose step cannot be
+    read); NotFoundError (an unknown kind, built-in series or preset, with the closest name)."""
     kind, rest = _split(spec)
     # token and endpoint also come from the environment (HF_TOKEN, HF_ENDPOINT): only selections count
     tokenizer = hub_args.pop("tokenizer", None)  # for local Megatron folders (the hub's is the fetcher's)
@@ -74,21 +79,23 @@ def open_series(spec: str, progress: Progress | None = None, **hub_args: Any) ->
     return opener(rest, progress, **(hub_args if kind == "hub" else naming))
 
 
-def open_all(spec: str, progress: Progress | None = None, **hub_args: Any) -> list[Series]:
+def open_all(spec: str, *, progress: Progress | None = None, **hub_args: Any) -> list[Series]:
     """The series a spec names: one, or every run of `suite:NAME` (built in: trained here; on the hub:
-    listed with the suite's preset; or `suite:ORG/A,ORG/B` with `preset=`)."""
+    listed with the suite's preset; or `suite:ORG/A,ORG/B` with `preset=`).
+    Raises what open_series raises; NotFoundError (an unknown suite, with the closest name)."""
     kind, rest = _split(spec)
     if kind != "suite":
-        return [open_series(spec, progress, **hub_args)]
+        return [open_series(spec, progress=progress, **hub_args)]
     from ._suites import builtin_suite, hub_suite, suite_from
 
     hub_args.pop("tokenizer", None)
     suite = suite_from(rest, hub_args.pop("preset", None))
-    return builtin_suite(suite, progress) if suite.builtin else hub_suite(suite, **hub_args)
+    return builtin_suite(suite, progress=progress) if suite.builtin else hub_suite(suite, **hub_args)
 
 
 def is_hub(spec: str) -> bool:
-    """True when the spec names checkpoints that must be fetched from the hub before scoring."""
+    """True when the spec names checkpoints that must be fetched from the hub before scoring.
+    Raises NotFoundError for `suite:NAME` with an unknown NAME (with the closest one)."""
     kind, _, rest = spec.partition(":")
     if kind == "suite":
         from ._suites import SUITES
@@ -96,13 +103,15 @@ def is_hub(spec: str) -> bool:
     return kind == "hub"
 
 
-def list_checkpoints(repo: str, preset: str | None = None, *, pattern: str | None = None,
+def list_checkpoints(repo: str, *, preset: str | None = None, pattern: str | None = None,
                      tokens_per_step: float | None = None, token: str | None = None,
                      endpoint: str | None = None) -> list[Checkpoint]:
     """Every checkpoint of a hub repo (step, tokens, revision, commit, weight sha256s,
     duplicate_of), from the hub's listings only: nothing is downloaded.
 
     preset: pythia, olmo, olmo2, amber, smollm2 or map-neo; or a `pattern` with (?P<step>...).
+    Raises NotFoundError (an unknown preset, with the closest one); SeriesError (the hub cannot be
+    reached or refuses the repo, no checkpoint found, names the preset cannot read).
     """
     from ._hub import list_checkpoints as _list
 

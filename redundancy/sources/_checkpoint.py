@@ -40,13 +40,15 @@ class Checkpoint:
     def weights_source(self) -> str:
         """`source`, or for a local folder listed without one, the digest of its weight files,
         computed now (local_digest: every byte hashed once, then cached by file stats). Local
-        series list no digest, so a history of 7B folders starts scoring at once."""
+        series list no digest, so a history of 7B folders starts scoring at once. Raises OSError when
+        a weight file cannot be read (local_digest); nothing on purpose."""
         if self.source or self.path is None:
             return self.source
         return local_digest(self.path)
 
     def flags(self) -> dict[str, str]:
-        """The integrity flags as strings, as the cube stores them ("" when not set)."""
+        """The integrity flags as strings, as the cube stores them ("" when not set). Raises nothing on
+        purpose."""
         return {"duplicate_of": "" if self.duplicate_of is None else str(self.duplicate_of),
                 "partial_duplicate_of": ",".join(map(str, self.partial_duplicate_of)),
                 "identical_to_final": "true" if self.identical_to_final else "",
@@ -54,6 +56,7 @@ class Checkpoint:
                 "stage": self.stage}
 
     def to_json(self) -> dict[str, Any]:
+        """Every field as JSON values (paths as strings, None kept). Raises nothing on purpose."""
         d = asdict(self)
         for key in ("path", "tokenizer_path"):
             d[key] = None if d[key] is None else str(d[key])
@@ -61,6 +64,8 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Checkpoint":
+        """The Checkpoint `to_json` gave. Raises nothing on purpose: a dict that is not one (a field
+        unknown, `step` missing) is Python's TypeError from the constructor."""
         d = dict(d)
         for key in ("path", "tokenizer_path"):
             d[key] = None if d.get(key) is None else Path(d[key])
@@ -83,7 +88,8 @@ class Series:
     seed_kind: str = ""
 
     def meta(self) -> dict[str, str]:
-        """Suite, seed and seed kind as the cube stores them ("" when not a suite member)."""
+        """Suite, seed and seed kind as the cube stores them ("" when not a suite member). Raises nothing
+        on purpose."""
         return {"suite": self.suite, "seed": "" if self.seed is None else str(self.seed),
                 "seed_kind": self.seed_kind}
 

@@ -10,7 +10,7 @@ from ._select import select
 from ._stages import one_run, select_stages
 
 
-def hub_series(repo: str, preset: str | None = None, pattern: str | None = None,
+def hub_series(repo: str, *, preset: str | None = None, pattern: str | None = None,
                tokens_per_step: float | None = None, every: str | None = None,
                steps: Sequence[int] | None = None, max_n: int | None = None,
                token: str | None = None, endpoint: str | None = None,

@@ -98,7 +98,7 @@ def _describe(api, e: _Entry, fmt: str) -> Checkpoint:
                       stage=e.stage)
 
 
-def list_checkpoints(repo: str, preset: Preset, token: str | None = None,
+def list_checkpoints(repo: str, preset: Preset, *, token: str | None = None,
                      endpoint: str | None = None) -> list[Checkpoint]:
     """Every checkpoint of `repo` the preset recognises, sorted by step, with its integrity flags
     (duplicates per weight file, identical_to_final, config drift, missing tokenizer). No weights are

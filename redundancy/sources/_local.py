@@ -114,7 +114,7 @@ def _read_all(root: Path, folders: list[Path], p: Preset | None,
     readings, unread = [], []
     for folder in folders:
         try:
-            readings.append(read_step(folder, p, tokens_per_step=tokens_per_step))
+            readings.append(read_step(folder, preset=p, tokens_per_step=tokens_per_step))
         except UnreadableName as exc:
             unread.append(exc)
     if len(unread) == 1:

@@ -10,7 +10,7 @@ from ..errors import SeriesError
 from ._checkpoint import Checkpoint
 
 
-def select(ckpts: list[Checkpoint], every: float | None = None, steps: Sequence[int] | None = None,
+def select(ckpts: list[Checkpoint], *, every: float | None = None, steps: Sequence[int] | None = None,
            max_n: int | None = None) -> list[Checkpoint]:
     """The chosen checkpoints, sorted by step; the first and the last are always included.
 

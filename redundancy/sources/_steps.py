@@ -80,7 +80,7 @@ class UnreadableName(SeriesError):
         super().__init__(f"cannot tell the training step of {name}: {why}; {fix}")
 
 
-def read_step(folder: str | Path, preset: str | Preset | None = None, pattern: str | None = None,
+def read_step(folder: str | Path, *, preset: str | Preset | None = None, pattern: str | None = None,
               tokens_per_step: float | None = None) -> StepReading:
     """(step, tokens, stage) of a checkpoint folder, from its files, else its name (module docstring).
 

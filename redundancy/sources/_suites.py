@@ -71,7 +71,7 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def builtin_suite(suite: Suite, progress: Progress | None = None) -> list[Series]:
+def builtin_suite(suite: Suite, *, progress: Progress | None = None) -> list[Series]:
     """Train (once, cached) and open every seed of a built-in suite."""
     from ._local import local_checkpoints
     from ._tiny import build_tiny_series, default_recipe

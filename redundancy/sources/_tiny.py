@@ -83,7 +83,7 @@ def _windows(texts: dict[str, list[str]], tokenizer, recipe: dict[str, Any]) -> 
     return torch.tensor(rows, dtype=torch.int64)
 
 
-def build_tiny_series(recipe: dict[str, Any] | None = None, cache: Path | None = None,
+def build_tiny_series(recipe: dict[str, Any] | None = None, *, cache: Path | None = None,
                       progress: Progress | None = None) -> Path:
     """Train (once) and return the folder of checkpoints `step-NNNNNN/`, each loadable by transformers."""
     recipe = recipe or default_recipe()

@@ -69,4 +69,4 @@ def study_from_cube(checkpoint: "str | Path", *, store: "str | Path", out: "str 
     orders = orders_from_cube(store, s)
     model = model or checkpoint.resolve().name
     step = read_step(checkpoint).step if step is None else step  # the cube's step of it
-    return run_study(checkpoint, orders, out, s, model, step, log=log)
+    return run_study(checkpoint, orders, out, s, model=model, step=step, log=log)

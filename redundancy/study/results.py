@@ -247,7 +247,8 @@ def _name(version: Path, store: Path) -> str:
 
 def damage(version: Path) -> str:
     """"" for a whole version, else what is wrong with it: files missing, truncated or changed against
-    its manifest. Versions written before manifests existed must read back."""
+    its manifest. Versions written before manifests existed must read back. Damage is the answer, not
+    an error: raises nothing on purpose."""
     manifest = version / MANIFEST
     if not manifest.exists():
         if _VERSION.fullmatch(version.name):
@@ -367,7 +368,8 @@ def _restore_aside(path: Path, log: Callable[[str], None]) -> None:
 
 def check_results(path: str | Path) -> tuple[list[str], bool]:
     """What `redundancy check` says of a results store, line by line, and whether it is sound: each
-    version against its manifest, the current link, and what the next write repairs from."""
+    version against its manifest, the current link, and what the next write repairs from. What is wrong
+    is in the lines, not raised: raises nothing on purpose."""
     store = Path(path)
     candidates, why = _candidates(store)
     lines, whole = [why] * bool(why), None
@@ -399,11 +401,12 @@ def _objects(ds: xr.Dataset) -> xr.Dataset:
 
 
 def has_results(path: str | Path) -> bool:
-    """True when `path` is a results store (whole or damaged: reading it says which)."""
+    """True when `path` is a results store (whole or damaged: reading it says which). Raises nothing on
+    purpose."""
     return store_kind(path) == "results"
 
 
-def open_results(path: str | Path, log: Callable[[str], None] | None = None) -> xr.Dataset:
+def open_results(path: str | Path, *, log: Callable[[str], None] | None = None) -> xr.Dataset:
     """The store with `average`, `pct_of_baseline`, `speedup` and `gamma` against the baseline plan.
 
     Read from the current version or, where that is damaged or its link lost, from the newest whole
@@ -455,11 +458,12 @@ def _speedups(ds: xr.Dataset, base: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def results_table(ds: xr.Dataset, model: str, step: int, threshold: float = 95.0) -> pd.DataFrame:
+def results_table(ds: xr.Dataset, model: str, step: int, *, threshold: float = 95.0) -> pd.DataFrame:
     """The study's Table 1 for one (model, step): one row per plan (baseline first, then by kind and
     count), task scores, held-out perplexity per set ("ppl SET"), average, % of baseline, speedup
     with its range (`speedup_disturbed` where above the plan's bound), gamma, KV cache, and `below`
-    (under `threshold` % of the baseline average)."""
+    (under `threshold` % of the baseline average). Raises nothing on purpose: a (model, step) the
+    store lacks is xarray's KeyError from `ds.sel`."""
     row = ds.sel(model=model, step=step)
     cols = [c for c in ("average", "average_stderr", "pct_of_baseline", "speedup", "speedup_low",
                         "speedup_high", "speedup_noise", "speedup_disturbed", "speedup_bound", "gamma",
