@@ -215,9 +215,9 @@ class CubeStore:
         """"" for a sound cell, else what is wrong with it: a file missing or of another size, labels
         of another cell (copied or renamed), not what the index recorded, or (`full`: every byte read)
         other bytes. `expect`: the (kind, model, step, dataset) its place says it holds; `listing`: the
-        cell's {key: size} where the caller listed it already. Damage is the answer, not an error:
-        raises only what `records` raises (an unreadable index; StoreError where an object store cannot be
-        reached or refuses the request)."""
+        cell's {key: size} where the caller listed it already. Damage is the answer, not an error.
+        Raises only what `records` raises (StoreError: an unreadable index, an object store that cannot
+        be reached or refuses the request)."""
         prefix = self._as_prefix(prefix)
         blob = self.backend.get(f"{prefix}/{COMPLETE}")
         if blob is None:  # format 1 before the record existed: the scores must read back

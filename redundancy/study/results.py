@@ -247,8 +247,8 @@ def _name(version: Path, store: Path) -> str:
 
 def damage(version: Path) -> str:
     """"" for a whole version, else what is wrong with it: files missing, truncated or changed against
-    its manifest. Versions written before manifests existed must read back. Damage is the answer, not
-    an error: raises nothing on purpose."""
+    its manifest. Versions written before manifests existed must read back. Raises nothing on purpose:
+    damage is the answer, not an error."""
     manifest = version / MANIFEST
     if not manifest.exists():
         if _VERSION.fullmatch(version.name):
@@ -368,8 +368,8 @@ def _restore_aside(path: Path, log: Callable[[str], None]) -> None:
 
 def check_results(path: str | Path) -> tuple[list[str], bool]:
     """What `redundancy check` says of a results store, line by line, and whether it is sound: each
-    version against its manifest, the current link, and what the next write repairs from. What is wrong
-    is in the lines, not raised: raises nothing on purpose."""
+    version against its manifest, the current link, and what the next write repairs from. Raises nothing on
+    purpose: what is wrong is in the lines."""
     store = Path(path)
     candidates, why = _candidates(store)
     lines, whole = [why] * bool(why), None
