@@ -82,19 +82,22 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
     """Evaluate with lm-eval in memory: the study's tasks (paper), the built-in ones, or any names.
     Scores print with lm-eval's standard errors; --out stores both."""
     from .._device import check_device
-    from .._load import load_tokenizer
     from ..drop import load_any
     from ..sources import read_step
     from ..study import evaluate_with_stderr, write_results
+    from ..study.chain import check_evaluation
     from ..study.results import check_results_out
     from ._console import console
 
     check_device(device)
+    # before the model is loaded: something to evaluate, the tokenizer, eos and pad ids (task and
+    # preset names were checked as the command line was parsed)
+    tokenizer = check_evaluation(checkpoint, preset=preset, tasks=tasks)
     if out is not None:  # before the evaluation: another kind of store, or an unreadable name, fails at once
         check_results_out(out)
         step = read_step(checkpoint).step if step is None else step  # the step `score local:` files it under
     lm = load_any(checkpoint).to(device)
-    scores, stderr = evaluate_with_stderr(lm, load_tokenizer(checkpoint), preset=preset or None, tasks=tasks,
+    scores, stderr = evaluate_with_stderr(lm, tokenizer, preset=preset or None, tasks=tasks,
                                           batch_size=batch_size, limit=limit)
     for task, value in scores.items():
         console.print(f"{task:<24} {value:.4f} ± {stderr[task]:.4f}")

@@ -133,14 +133,11 @@ def check_checkpoint(checkpoint: Path, s: StudySettings, *, out: Path | None = N
     not ids; timing or perplexity windows longer than a learned position table; a group size that
     does not divide a layer width; too little free disk), CalibrationError (too few held-out windows).
     """
-    from .._config import eos_ids
-
     checkpoint = Path(checkpoint)
     config, generation = _configs(checkpoint)
     check_text_only(config, str(checkpoint))
     tokenizer = _tokenizer(checkpoint)
-    pad_id(config, generation, tokenizer)  # reads every eos and pad id: a malformed one fails here
-    eos_ids(config, generation, tokenizer)
+    _check_ids(config, generation, tokenizer)
     limit = position_limit(config)
     if limit is not None and s.prompt_tokens + s.new_tokens > limit:
         raise RedundancyError(f"--prompt {s.prompt_tokens} + --new {s.new_tokens} tokens exceed "
@@ -162,11 +159,39 @@ def check_checkpoint(checkpoint: Path, s: StudySettings, *, out: Path | None = N
         _check_room(checkpoint, Path(out), n_models)
 
 
+def check_evaluation(checkpoint: Path, *, preset: str | None, tasks: Sequence[str]) -> Any:
+    """Refuse, before a model is loaded or evaluated, what `evaluate` could not carry to its end:
+    nothing to evaluate (no preset, no task), the config, the tokenizer (loaded as the evaluation
+    loads it, never running the folder's code), every eos and pad id in config.json,
+    generation_config.json and the tokenizer. Preset and task names are checked when StudySettings
+    (or the command line) takes them. Returns the tokenizer.
+
+    Raises RedundancyError (nothing to evaluate; eos or pad ids that are not ids), SeriesError (no
+    readable config or tokenizer).
+    """
+    if not preset and not list(tasks or []):
+        raise RedundancyError("nothing to evaluate: pass --preset (builtin or paper) or --task names")
+    checkpoint = Path(checkpoint)
+    config, generation = _configs(checkpoint)
+    tokenizer = _tokenizer(checkpoint)
+    _check_ids(config, generation, tokenizer)
+    return tokenizer
+
+
+def _check_ids(config: Any, generation: Any, tokenizer: Any) -> None:
+    """Every eos and pad id in the config, generation config and tokenizer read as generation and
+    lm-eval read them: a malformed one (not an int or a list of ints) is a RedundancyError here."""
+    from .._config import eos_ids
+
+    pad_id(config, generation, tokenizer)
+    eos_ids(config, generation, tokenizer)
+
+
 def _tokenizer(checkpoint: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(checkpoint)
+        return AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=False)  # never a prompt
     except Exception as exc:  # noqa: BLE001 - missing files, a tokenizer class this transformers lacks
         raise SeriesError(f"cannot load the tokenizer of {checkpoint}: {one_line(exc)}; save one beside the "
                           "weights (tokenizer.save_pretrained)") from None
@@ -322,8 +347,12 @@ def _measure_all(variants: list[Variant], results: Path, model: str, step: int, 
 
 
 def _load(v: Variant, s: StudySettings) -> tuple[Any, Any]:
-    from transformers import AutoTokenizer
-    return load_any(v.path).to(s.device), AutoTokenizer.from_pretrained(v.path)
+    """The variant's model on the study's device and its tokenizer. The tokenizer is read with
+    trust_remote_code=False (load_tokenizer): a dropped folder's config names the toolkit's code in
+    auto_map, and with trust_remote_code unset transformers asks on stdin whether to run it (a
+    study in a terminal waited on a prompt; one with stdin on a pipe read its input)."""
+    from .._load import load_tokenizer
+    return load_any(v.path).to(s.device), load_tokenizer(v.path)
 
 
 def _evaluate(v: Variant, results: Path, model: str, step: int, s: StudySettings, recipe: dict[str, Any],
@@ -366,7 +395,7 @@ def _time_all(base: Variant, timed: list[tuple[int, Variant]], results: Path, mo
             lm, _ = _load(v, s)
             bound = speedup_bound(costs, v.recipe.get("drop_attn", ()), v.recipe.get("drop_mlp", ()),
                                   weight_ratio=bits / 4 if v.quant != "none" else 1.0)
-            pairs = getattr(s, "pairs", None) or s.repeats  # a setting of its own: asked of issue 23
+            pairs = s.repeats  # (baseline, plan) pairs, timed alternately
             speed = paired_speed(baseline, lm, s.prompt_tokens, s.new_tokens, s.speed_batch, pairs=pairs,
                                  tokenizer=tokenizer, bound=bound)
             del lm
