@@ -137,11 +137,13 @@ def test_a_row_of_another_recipe_keeps_none_of_its_values(tmp_path):
 BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass"
 
 
-@pytest.mark.slow  # builtin:tiny's final step, three models timed in pairs under a load
+@pytest.mark.slow  # builtin:tiny's final step, three models timed in pairs under a load: ~15 s
 def test_the_speed_step_under_load_prints_no_speedup_above_its_bound(tmp_path):
     """Issue 21's bar: the study's speed step on builtin:tiny while bounded busy processes (one per
-    core, 6 s each, started with the step) load the CPU for part of its run: every printed speedup
-    is within its physical bound, or printed as disturbed with no gamma."""
+    core, 3 s each, started with the step) load the CPU for part of its run: every printed speedup
+    is within its physical bound, or printed as disturbed with no gamma. One torch thread, as
+    `make test` gives each worker (two threads on two loaded cores wait on each other: a paired
+    timing of 64 + 32 tokens took 206 s instead of 6 at load 5)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -158,12 +160,15 @@ def test_the_speed_step_under_load_prints_no_speedup_above_its_bound(tmp_path):
         path = materialize(src, plan, tmp_path / plan.name)
         variants.append(Variant(plan.name, path, plan.kind, plan.n_dropped,
                                 recipe={"drop_attn": list(plan.attn), "drop_mlp": list(plan.mlp)}))
-    s = StudySettings(ks={}, quantize=(), prompt_tokens=64, new_tokens=32, speed_batch=2, repeats=4)
-    busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=6)]) for _ in range(2)]
+    s = StudySettings(ks={}, quantize=(), prompt_tokens=16, new_tokens=8, speed_batch=1, repeats=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=3)]) for _ in range(2)]
     try:
         _time_all(variants[0], list(enumerate(variants)), tmp_path / "r.zarr", "m", 0, s,
                   {v.name: {} for v in variants}, lambda *a: None)
     finally:
+        torch.set_num_threads(threads)
         for p in busy:
             p.kill()
             p.wait()
@@ -173,7 +178,7 @@ def test_the_speed_step_under_load_prints_no_speedup_above_its_bound(tmp_path):
         cell = dict(zip(header, row))
         plan = cell["plan"].rstrip(" *")
         speedup, bound = float(ds["speedup"].sel(plan=plan)), float(ds["speedup_bound"].sel(plan=plan))
-        assert 1 < bound < 8 / 2 and ds["baseline_seconds_each"].sel(plan=plan).notnull().sum() == 4
+        assert 1 < bound < 8 / 2 and ds["baseline_seconds_each"].sel(plan=plan).notnull().sum() == 3
         if speedup > bound:
             assert cell["speedup"].startswith("disturbed: ") and cell["gamma"] == "-", cell
         else:
