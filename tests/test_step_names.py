@@ -218,16 +218,23 @@ def test_study_and_evaluate_read_the_cubes_step(tmp_path):
     assert read_step(ours).step == 300
 
 
-def test_study_cli_passes_the_folders_step(tmp_path, monkeypatch):
+def test_study_files_rows_under_the_folders_step(tmp_path, monkeypatch):
+    """The library decides the step (study.study_target, read as `score local:` reads it); the CLI
+    leaves it to the library unless --step is given."""
     from redundancy.cli import _study
+    from redundancy.study import study_target
 
-    seen = {}
-    monkeypatch.setattr(_study, "study_command", lambda *a, **kw: seen.update(step=a[6]))
     folder = _stub(tmp_path / "step2000-tokens8B")
+    assert study_target(folder) == ("step2000-tokens8B", 2000)
+    assert study_target(folder, model="m", step=7) == ("m", 7)
+    with pytest.raises(SeriesError):
+        study_target(_stub(tmp_path / "run3-1000"))  # nothing says its step
+    seen = {}
+    monkeypatch.setattr(_study, "study_command", lambda *a, **kw: seen.update(kw))
     args = ["study", str(folder), "--store", str(tmp_path / "c.zarr"), "--out", str(tmp_path / "s")]
-    r = runner.invoke(app, args)
-    assert r.exit_code == 0, r.output
-    assert seen["step"] == 2000
+    assert runner.invoke(app, args).exit_code == 0
+    assert seen["step"] is None and seen["model"] is None
+    assert runner.invoke(app, [*args, "--step", "5"]).exit_code == 0 and seen["step"] == 5
 
 
 def test_evaluate_stores_rows_under_the_folders_step(tmp_path, monkeypatch):

@@ -16,15 +16,11 @@ def study_command(checkpoint: Path, *, store: "str | Path", out: Path, settings:
                   model: str | None = None, step: int | None = None) -> Path:
     """study.study_from_cube with its log on the console, then Table 1 printed and saved, and the
     accuracy-vs-dropped curve drawn (analyses joins here: the library never imports it)."""
-    from ..sources import read_step
-
-    results = study_from_cube(checkpoint, store=store, out=out, settings=settings, model=model, step=step,
-                              log=console.print)
-    model = model or Path(checkpoint).resolve().name
-    step = read_step(checkpoint).step if step is None else step
-    table_command(results, model, step, out / "table")
-    curves(results, model, step, settings.dataset, out / "figures" / "accuracy_vs_dropped")
-    return results
+    run = study_from_cube(checkpoint, store=store, out=out, settings=settings, model=model, step=step,
+                          log=console.print)
+    table_command(run.results, run.model, run.step, out / "table")
+    curves(run.results, run.model, run.step, settings.dataset, out / "figures" / "accuracy_vs_dropped")
+    return run.results
 
 
 def curves(results: Path, model: str, step: int, dataset: str, path: Path) -> list[Path]:

@@ -3,14 +3,14 @@ cube's scores, held-out perplexity on every calibration set the cube was scored 
 (run_study) into `out/results.zarr`."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from .chain import run_study
 from .settings import StudySettings
 
-__all__ = ["study_from_cube", "heldout_from_cube", "orders_from_cube"]
+__all__ = ["study_from_cube", "heldout_from_cube", "orders_from_cube", "study_target", "StudyRun"]
 
 
 def orders_from_cube(store: "str | Path", s: StudySettings, *, strategy: str = "one-shot") -> dict:
@@ -42,31 +42,50 @@ def heldout_from_cube(s: StudySettings, store: "str | Path") -> StudySettings:
                    scored=(settings["n_samples"], settings["seq_len"]))
 
 
+@dataclass(frozen=True)
+class StudyRun:
+    """Where a study's rows are: the results store, and the (model, step) they are filed under."""
+
+    results: Path
+    model: str
+    step: int
+
+
+def study_target(checkpoint: "str | Path", *, model: str | None = None,
+                 step: int | None = None) -> tuple[str, int]:
+    """(model, step) a checkpoint's study rows are filed under: `model` or the folder's name, `step`
+    or the step `score local:` files the folder under (sources.read_step: checkpoint.json,
+    trainer_state.json, a Megatron tracker file, the name). Raises SeriesError (a folder whose step
+    nothing says: pass the step)."""
+    from ..sources import read_step
+
+    return (model or Path(checkpoint).resolve().name,
+            read_step(checkpoint).step if step is None else step)
+
+
 def study_from_cube(checkpoint: "str | Path", *, store: "str | Path", out: "str | Path",
                     settings: StudySettings | None = None, model: str | None = None, step: int | None = None,
-                    log: Callable[[str], None] = print) -> Path:
+                    log: Callable[[str], None] = print) -> StudyRun:
     """The study on `checkpoint` with its orders from the cube at `store` (one model; its last scored
     step, calibration set `settings.dataset`): drop plans, lm-eval, held-out perplexity on the cube's
-    sets, timing, 4-bit quantization, every row into `out/results.zarr` (returned; an existing study
-    in `out` resumes). `model` defaults to the folder's name, `step` to the step `score local:` files
-    the folder under (sources.read_step: checkpoint.json, trainer_state.json, the name).
+    sets, timing, 4-bit quantization, every row into `out/results.zarr` (an existing study in `out`
+    resumes). Returns the StudyRun: the results store and the (model, step) of its rows
+    (`study_target`: the folder's name and the step `score local:` reads for it, unless given).
 
     Raises OutputError (`out` on an input, or holding something else), RedundancyError (an unusable
-    device, lengths past the model's positions), StoreError and NotFoundError (from the cube), and
-    what run_study raises."""
+    device, lengths past the model's positions), SeriesError (no step to file the rows under),
+    StoreError and NotFoundError (from the cube), and what run_study raises."""
     from .._atomic import check_output
     from .._device import check_device
     from ..cube._backend import is_url
-    from ..sources import read_step
     from .chain import check_settings
 
     checkpoint, s = Path(checkpoint), settings or StudySettings()
     check_device(s.device)
+    model, step = study_target(checkpoint, model=model, step=step)  # before any work: an unread name fails
     local_store = [] if is_url(str(store)) else [Path(store)]
     out = check_output(out, [checkpoint] + local_store, overwrite=True, kind="study")  # a study resumes
     s = heldout_from_cube(s, store)
     s = check_settings(checkpoint, s)  # before any work: lengths against the model's positions
     orders = orders_from_cube(store, s)
-    model = model or checkpoint.resolve().name
-    step = read_step(checkpoint).step if step is None else step  # the cube's step of it
-    return run_study(checkpoint, orders, out, s, model=model, step=step, log=log)
+    return StudyRun(run_study(checkpoint, orders, out, s, model=model, step=step, log=log), model, step)
