@@ -90,12 +90,12 @@ def evaluate_(checkpoint: Path = typer.Argument(..., help="a checkpoint folder (
     from ._console import console
 
     check_device(device)
-    # before the model is loaded: something to evaluate, the tokenizer, eos and pad ids (task and
-    # preset names were checked as the command line was parsed)
-    tokenizer = check_evaluation(checkpoint, preset=preset, tasks=tasks)
     if out is not None:  # before the evaluation: another kind of store, or an unreadable name, fails at once
         check_results_out(out)
         step = read_step(checkpoint).step if step is None else step  # the step `score local:` files it under
+    # before the model is loaded: something to evaluate, the tokenizer, eos and pad ids (task and
+    # preset names were checked as the command line was parsed)
+    tokenizer = check_evaluation(checkpoint, preset=preset, tasks=tasks)
     lm = load_any(checkpoint).to(device)
     scores, stderr = evaluate_with_stderr(lm, tokenizer, preset=preset or None, tasks=tasks,
                                           batch_size=batch_size, limit=limit)
