@@ -285,3 +285,24 @@ def test_a_lost_index_says_how_to_rebuild_it(tmp_path):
     assert runner.invoke(app, ["check", "--repair", str(store.path)]).exit_code == 0
     reference = _finish(*_from_cells(store), store).compute()
     xr.testing.assert_identical(open_cube(store.path).compute(), reference)
+
+
+def test_a_cell_whose_writer_died_before_recording_it_is_recorded_by_the_next_writer(tmp_path):
+    """A writer killed between publishing a cell and adding its index record leaves a complete cell the
+    index lacks. The next writer of that cell finds it there (write_cell returns False, the cell kept
+    as it was) and records it, so the step opens; before, it stayed missing until a `prepare`."""
+    from redundancy.cube._cellio import encode
+
+    rng = np.random.default_rng(1)
+    store = CubeStore.open(tmp_path / "c.zarr", SETTINGS)
+    store.write_cell(_cell(rng, "m", 0, "x", 2))
+    orphan = _cell(rng, "m", 7, "x", 2)
+    files, record = encode(orphan, "cells")
+    assert store.backend.publish(store.prefix("m", 7, "x"), files)  # published, never recorded: the kill
+    assert open_cube(store.path)["step"].values.tolist() == [0]
+    assert CubeStore.open(tmp_path / "c.zarr", SETTINGS).write_cell(_cell(rng, "m", 7, "x", 2)) is False
+    cube = open_cube(store.path)
+    assert cube["step"].values.tolist() == [0, 7]
+    xr.testing.assert_equal(cube.importance.sel(step=7, model="m", dataset="x", drop=True).load(),
+                            orphan.importance.drop_vars([c for c in orphan.importance.coords
+                                                         if c not in ("layer", "module", "sample")]))

@@ -308,6 +308,7 @@ class CubeStore:
         files, record = encode(cell, kind)
         prefix = self.prefix(record["model"], record["step"], record["dataset"], kind=kind)
         if not self.backend.publish(prefix, files):
+            self._record_if_missing(prefix)  # its writer may have died before recording it
             return False
         _index.add(self.backend, [record])
         if self._records is not None:
@@ -316,6 +317,14 @@ class CubeStore:
         if self._writes % _COMPACT_EVERY == 0:
             _index.compact(self.backend)
         return True
+
+    def _record_if_missing(self, prefix: str) -> None:
+        """Record a sound cell found already there that the index lacks: its writer was killed between
+        publishing it and recording it, and no rerun would otherwise record it (a step missing from
+        `open_cube`). A duplicate record of a concurrent writer's cell is harmless: records are
+        keyed by labels, the last kept."""
+        if self._labels(prefix) not in self.records(refresh=True) and not self.damage(prefix, full=True):
+            _index.add(self.backend, [self._record_of(prefix)])
 
     def prepare(self, log: Callable[[str], None] = lambda msg: None) -> None:
         """Before a run writes: remove this host's dead writers' temporary cells, convert a format-1
