@@ -82,6 +82,7 @@ def test_the_readme_chain_runs_from_python_alone(tmp_path, monkeypatch):
     seed_trained_series(tmp_path / "cache")  # builtin:tiny, trained once and kept (tests/_support.py)
     monkeypatch.setenv("REDUNDANCY_CACHE", str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, "-c", readme_chain()], capture_output=True, text=True, timeout=900,
+                       stdin=subprocess.DEVNULL,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     firsts = [line.split()[0] for line in r.stdout.splitlines() if line.split()]
