@@ -1,18 +1,15 @@
 """redundancy: how redundant is each block, attention and MLP layer of a transformer, over training.
 
     >>> import redundancy as rd
-    >>> series = rd.open_series("builtin:tiny")
-    >>> store = rd.CubeStore.open("out/cube.zarr", rd.ScoreSettings().calibration())
-    >>> rd.score_series(series, store, rd.ScoreSettings(datasets=["prose", "math"]))
+    >>> settings = rd.ScoreSettings(datasets=["prose", "math"])  # checked as it is built
+    >>> rd.score_history("builtin:tiny", out="out/cube.zarr", settings=settings)
     >>> cube = rd.open_cube("out/cube.zarr")  # xarray.Dataset, lazy
 
 Names are imported on first use (PEP 562), so `import redundancy` and the CLI start without torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._lazy import lazy_names
 from .errors import (
     CalibrationError,
     NonFiniteActivationError,
@@ -55,13 +52,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'redundancy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)
