@@ -188,7 +188,7 @@ TOKEN, ENDPOINT, CACHE_DIR, KEEP, TOKENIZER = (setting(HubAccess, n) for n in
                                                ("token", "endpoint", "cache_dir", "keep", "tokenizer"))
 
 
-def selection(preset: Optional[str], pattern: Optional[str], tokens_per_step: Optional[float],
+def selection(*, preset: Optional[str], pattern: Optional[str], tokens_per_step: Optional[float],
               every: Optional[str], steps: List[int], max_n: Optional[int], stages: List[str]) -> Selection:
     """The Selection the options above name (checked as it is built)."""
     return Selection(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,

@@ -19,11 +19,12 @@ def study_command(checkpoint: Path, *, store: "str | Path", out: Path, settings:
     run = study_from_cube(checkpoint, store=store, out=out, settings=settings, model=model, step=step,
                           log=console.print)
     table_command(run.results, run.model, run.step, out / "table")
-    curves(run.results, run.model, run.step, settings.dataset, out / "figures" / "accuracy_vs_dropped")
+    curves(run.results, model=run.model, step=run.step, dataset=settings.dataset,
+           path=out / "figures" / "accuracy_vs_dropped")
     return run.results
 
 
-def curves(results: Path, model: str, step: int, dataset: str, path: Path) -> list[Path]:
+def curves(results: Path, *, model: str, step: int, dataset: str, path: Path) -> list[Path]:
     """The accuracy-vs-dropped curve of one (model, step), with lm-eval's error bars."""
     import analyses
 

@@ -27,7 +27,8 @@ def list_(repo: str = typer.Argument(..., help="hub repo id, e.g. EleutherAI/pyt
     Downloads no weights."""
     from ..sources import open_series
 
-    selection = o.selection(preset, pattern, tokens_per_step, every, steps, max_n, stages)
+    selection = o.selection(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
+                                steps=steps, max_n=max_n, stages=stages)
     series = open_series(f"hub:{repo}", **selection.series_args(), token=token, endpoint=endpoint)
     for line in listing(series.checkpoints):
         typer.echo(line)

@@ -41,7 +41,8 @@ def _scorer(name: str, what: str, doc: str) -> Callable:
         settings = ScoreSettings(datasets=datasets, n_samples=samples, seq_len=seq_len, batch_size=batch_size,
                                  seed=seed, device=device, dtype=dtype, metrics=metrics, layerwise=layerwise,
                                  text_field=text_field)
-        selection = o.selection(preset, pattern, tokens_per_step, every, steps, max_n, stages)
+        selection = o.selection(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
+                                steps=steps, max_n=max_n, stages=stages)
         access = HubAccess(token=token, endpoint=endpoint, cache_dir=cache_dir, keep=keep,
                            tokenizer=tokenizer)
         score_command(spec, out, settings, selection=selection, access=access, executor=executor,
@@ -94,7 +95,8 @@ def order(series: str = typer.Argument(..., help="the series the store was score
         raise RedundancyError("one-shot orders need no model: use redundancy.drop_order on the cube")
     settings = ScoreSettings(datasets=datasets, batch_size=batch_size, device=device, dtype=dtype,
                              text_field=text_field)
-    selection = o.selection(preset, pattern, tokens_per_step, every, [], max_n, stages)
+    selection = o.selection(preset=preset, pattern=pattern, tokens_per_step=tokens_per_step, every=every,
+                            steps=[], max_n=max_n, stages=stages)
     access = HubAccess(token=token, endpoint=endpoint, cache_dir=cache_dir, keep=keep, tokenizer=tokenizer)
     order_command(series, out, settings, steps=steps, modules=modules, metric=metric, selection=selection,
                   access=access)
