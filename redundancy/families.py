@@ -153,7 +153,8 @@ _REFUSED = {
 
 
 def family_for(config: Any) -> Family:
-    """The family entry for a transformers config (read from `model_type`, never from a name)."""
+    """The family entry for a transformers config (read from `model_type`, never from a name).
+    Raises UnsupportedFamilyError (a model_type the table lacks, with the closest ones)."""
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         raise UnsupportedFamilyError(

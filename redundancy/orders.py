@@ -23,7 +23,8 @@ Order = Sequence  # layers (attn, mlp, block) or (module, layer) pairs (joint), 
 
 
 def order_kernel(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """scores (..., n) -> labels sorted by ascending score along the last axis; NaN last as -1."""
+    """scores (..., n) -> labels sorted by ascending score along the last axis; NaN last as -1.
+    Raises nothing on purpose."""
     idx = np.argsort(np.where(np.isnan(scores), np.inf, scores), axis=-1, kind="stable")
     out = labels[idx]
     return np.where(np.take_along_axis(np.isnan(scores), idx, axis=-1), -1, out)
@@ -34,8 +35,11 @@ def drop_order(scores: xr.DataArray | xr.Dataset, dim: str = "layer", metric: st
     """Labels of `dim` in the order they are dropped (lowest score first), over a new dim `rank`.
 
     `scores` is a DataArray, or a Dataset (the cube) from which `metric` is taken, averaged over
-    `sample_dim`: `drop_order(cube, metric="loss_delta")` orders by measured loss."""
+    `sample_dim`: `drop_order(cube, metric="loss_delta")` orders by measured loss.
+    Raises NotFoundError (a Dataset without `metric`, with the closest variable)."""
     if isinstance(scores, xr.Dataset):
+        from ._registry import check_name
+        check_name("metric of the cube", metric, [str(v) for v in scores.data_vars])
         scores = scores[metric].mean(sample_dim) if sample_dim in scores[metric].dims else scores[metric]
     labels = scores[dim].values
     out = xr.apply_ufunc(order_kernel, scores, kwargs=dict(labels=labels), input_core_dims=[[dim]],
@@ -50,6 +54,7 @@ def joint_order(scores: xr.DataArray, modules: tuple[str, ...] = ("attn", "mlp")
     """Attention and MLP ranked in one list: a Dataset with `module` and `layer` over `rank`.
 
     Every entry is a labelled (module, layer) pair; entries beyond a model's depth are ("", -1).
+    Raises nothing on purpose (`modules` missing from `scores` is xarray's KeyError).
     """
     flat = scores.sel({module_dim: list(modules)}).stack(unit=(module_dim, dim))
     units = np.arange(flat.sizes["unit"])
@@ -64,9 +69,12 @@ def joint_order(scores: xr.DataArray, modules: tuple[str, ...] = ("attn", "mlp")
 
 
 def final_step(cube: xr.Dataset, model) -> xr.Dataset:
-    """The model's last step that holds scores, with layers past its depth removed."""
+    """The model's last step that holds scores, with layers past its depth removed.
+    Raises StoreError (no step of `model` holds scores)."""
     m = cube.sel(model=model)
     has = m["importance"].notnull().any([d for d in m["importance"].dims if d != "step"])
+    if not bool(has.any()):
+        raise StoreError(f"{model} has no scored step in the cube; score it first")
     m = m.sel(step=m["step"][has.values][-1])
     return m.sel(layer=m["importance"].notnull().any([d for d in m["importance"].dims if d != "layer"]))
 

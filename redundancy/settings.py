@@ -80,7 +80,8 @@ class ScoreSettings(Settings):
 
     def sets(self) -> dict[str, Any]:
         """Each calibration set's short name (the cube's `dataset` label) -> its resolved
-        `calibration.CalibrationSet` (name, source, documents), resolved once per settings object."""
+        `calibration.CalibrationSet` (name, source, documents), resolved once per settings object.
+        Raises NotFoundError (an unknown set name), CalibrationError (a missing or unreadable file)."""
         if self._resolved is None:
             from .calibration import resolve_set
             resolved = [resolve_set(spec, text_field=self.text_field) for spec in self.datasets]
@@ -88,11 +89,13 @@ class ScoreSettings(Settings):
         return self._resolved
 
     def specs(self) -> dict[str, str]:
-        """Each calibration set's short name -> the spec as given (a name, a path, hf:...)."""
+        """Each calibration set's short name -> the spec as given (a name, a path, hf:...). Raises what
+        `sets` raises."""
         return dict(zip(self.sets(), self.datasets))
 
     def calibration(self) -> dict[str, Any]:
-        """The settings every cell of one cube must share (see cube.SETTINGS_KEYS)."""
+        """The settings every cell of one cube must share (see cube.SETTINGS_KEYS). Raises nothing on
+        purpose."""
         from .calibration._packing import PACKING, POOL_FACTOR
         return dict(n_samples=self.n_samples, seq_len=self.seq_len, seed=self.seed,
                     pool_factor=POOL_FACTOR, packing=PACKING)
@@ -173,7 +176,7 @@ class Selection(Settings):
                                     panel=HUB)
 
     def series_args(self) -> dict[str, Any]:
-        """As sources.open_series / open_all take them (nothing given: None)."""
+        """As sources.open_series / open_all take them (nothing given: None). Raises nothing on purpose."""
         return dict(preset=self.preset, pattern=self.pattern, tokens_per_step=self.tokens_per_step,
                     every=self.every, steps=list(self.steps) or None, max_n=self.max_n,
                     stages=list(self.stages) or None)
@@ -196,7 +199,8 @@ class HubAccess(Settings):
                                     "uploaded without one", "--tokenizer", panel=HUB)
 
     def fetcher(self) -> Any:
-        """The sources.HubFetcher that downloads with these."""
+        """The sources.HubFetcher that downloads with these. Raises nothing on purpose (a download's
+        errors come when it fetches)."""
         from .sources._fetch import HubFetcher
         return HubFetcher(self.cache_dir, token=self.token, endpoint=self.endpoint, keep=self.keep,
                           tokenizer=self.tokenizer)

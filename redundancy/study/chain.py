@@ -31,7 +31,8 @@ class Variant:
 
 
 def plans(orders: dict[str, Order], ks: dict[str, list[int]]) -> list[DropPlan]:
-    """DropPlan.from_order for every kind and count asked for; a count past an order's end is an error."""
+    """DropPlan.from_order for every kind and count asked for. Raises RedundancyError (a count past an
+    order's end), NotFoundError (an unknown plan kind)."""
     for kind, counts in ks.items():
         if kind in orders and (over := [k for k in counts if k > len(orders[kind])]):
             raise RedundancyError(f"--k {kind}={over[0]}: the {kind} order has only {len(orders[kind])} "
@@ -43,7 +44,10 @@ def plans(orders: dict[str, Order], ks: dict[str, list[int]]) -> list[DropPlan]:
 def run_study(checkpoint: Path, orders: dict[str, Order], out: Path, s: StudySettings, model: str, step: int,
               log: Callable[[str], None] = print) -> Path:
     """Materialize, evaluate and time every plan and the baseline, quantize the chosen plans; returns
-    the results store `out / results.zarr`. Models are kept under `out / models`."""
+    the results store `out / results.zarr`. Models are kept under `out / models`.
+    Raises what check_settings and check_checkpoint raise (before any work), OutputError (a model
+    folder holding something else), StoreError (a results store it cannot write), and lm-eval's and
+    llmcompressor's failures as the toolkit's one-line errors where they are known."""
     s = check_settings(checkpoint, s)
     quantized = s.quantize_plans or [p.name for p in plans(orders, s.ks) if p.kind == "attn"][-1:]
     check_checkpoint(checkpoint, s, out=out, n_models=len(plans(orders, s.ks)) + len(s.quantize),
@@ -87,7 +91,7 @@ PAPER_TIMING = 2048  # prompt and new tokens of the study's speed measurement (D
 
 def timing_lengths(prompt: int | None, new: int | None, limit: int | None) -> tuple[int, int]:
     """(prompt, new) tokens of a timed generation: given values as they are; a missing one is the
-    study's 2048, or half the model's `limit` positions where that is less."""
+    study's 2048, or half the model's `limit` positions where that is less. Raises nothing on purpose."""
     default = PAPER_TIMING if limit is None else max(min(PAPER_TIMING, limit // 2), 1)
     return (default if prompt is None else prompt), (default if new is None else new)
 

@@ -29,7 +29,8 @@ def orders_from_cube(store: "str | Path", s: StudySettings, *, strategy: str = "
 def heldout_from_cube(s: StudySettings, store: "str | Path") -> StudySettings:
     """`s` with held-out perplexity on every calibration set of the cube (its recorded source), on
     windows after those its scoring could draw (`scored` = the cube's n_samples, seq_len). Sets
-    already named in `s.ppl_sets`, or `s.ppl_samples` = 0, leave `s` as it is."""
+    already named in `s.ppl_sets`, or `s.ppl_samples` = 0, leave `s` as it is.
+    Raises StoreError (no cube at `store`, or one it cannot read)."""
     if s.ppl_samples == 0 or s.ppl_sets:
         return s
     from ..calibration._spec import spec_of
