@@ -178,7 +178,7 @@ from redundancy.calibration import calibration_tokens
 tok = make_tokenizer()
 rss = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) * 1024
 before = rss()
-prints = [calibration_tokens(p, tok, 32, 128).fingerprint for p in sys.argv[1:]]
+prints = [calibration_tokens(p, tok, n=32, seq_len=128).fingerprint for p in sys.argv[1:]]
 print(json.dumps(dict(before=before, prints=prints)))
 """
 
