@@ -46,11 +46,12 @@ def test_results_hold_speed_kv_cache_and_quantized_plans(demo_dir):
     assert {"Attn-6+awq", "Attn-6+gptq"} <= set(row["plan"].values)
     assert row["quant"].sel(plan="Attn-6+awq") == "awq" and row["n_dropped"].sel(plan="Attn-6+gptq") == 6
     assert row["score"].sel(plan=["Attn-6+awq", "Attn-6+gptq"]).notnull().all()
-    # CPU timings of a tiny model are noisy: gamma only where the repeats' range clears 1.0 (the
-    # values are checked on fixed timings in test_heldout.py)
+    # CPU timings of a tiny model are noisy: gamma only where the pairs' range clears 1.0 and the
+    # speedup is within the plan's physical bound (not disturbed); the values are checked on fixed
+    # timings in test_heldout.py
     pairs = StudySettings.from_preset("demo").repeats  # the demo's timed pairs per plan (run_presets.yaml)
     assert int(row["seconds_each"].notnull().sum("repeat").min()) == pairs
-    real = (row["speedup"] > 1) & ~row["speedup_noise"]
+    real = (row["speedup"] > 1) & ~row["speedup_noise"] & ~row["speedup_disturbed"].astype(bool)
     np.testing.assert_array_equal(row["gamma"].isnull(), ~real)
 
 
