@@ -53,8 +53,9 @@ def score_series(series: Series, store: CubeStore, settings: ScoreSettings, *,
     plan = plan_cells(series, store, list(settings.sets()), ev.log)  # sets resolved once, in settings
     for ckpt in plan.done:
         ev.checkpoint(ckpt, "done already")
+    missing_of = {c.step: m for c, m in plan.todo}  # built once: a history has hundreds of checkpoints
     for ckpt, ready in prefetched([c for c, _ in plan.todo], fetcher):
-        missing = dict((c.step, m) for c, m in plan.todo)[ckpt.step]
+        missing = missing_of[ckpt.step]
         ev.checkpoint(ckpt, "scoring")
         if ready.tokenizer_path is not None:
             ev.log(f"step {ckpt.step}: {ckpt.revision} has no tokenizer files; using "
